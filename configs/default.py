@@ -1,0 +1,81 @@
+"""Default config: the embedded synthetic facades data, sized for a 2-core CPU in ~10 minutes.
+
+Every other config starts from `base_config()` and overrides what its dataset needs, so the
+field names below are the whole interface (`--config.<field>=<value>` on the command line).
+"""
+
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """The paper's pix2pix recipe (facades settings), unlocked for overrides."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.batch_size = 1  # Global batch, over all devices and hosts.
+  c.num_train_steps = -1  # -1: (n_epochs + n_epochs_decay) * steps_per_epoch.
+  c.n_epochs = 100  # Constant learning rate...
+  c.n_epochs_decay = 100  # ...then linear decay to 0.
+
+  c.log_every_steps = 100
+  c.checkpoint_every_steps = 2000
+  c.sample_every_steps = 1000  # PNG grid of input | output | target for fixed val pairs.
+  c.num_sample_pairs = 4
+  c.keep_checkpoints = 3
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = "facades"  # synthetic | facades | cityscapes | maps | edges2shoes | ...| folder
+  c.data.manual_dir = ""  # Folder holding an already downloaded archive (tfds manual_dir).
+  c.data.data_dir = ""  # tfds data_dir; "" = tfds default (~/tensorflow_datasets).
+  c.data.path = ""  # For data.name=folder: the user's folder of pairs.
+  c.data.direction = "BtoA"  # AtoB or BtoA: which half of the pair is the input.
+  c.data.preprocess = "resize_and_crop"  # resize_and_crop|crop|scale_width|scale_width_and_crop|none
+  c.data.load_size = 286
+  c.data.crop_size = 256
+  c.data.flip = True
+  c.data.eval_split = "val"  # Split used for sample grids.
+  c.data.reader = "tf"  # tf (tf.data) | numpy (no TensorFlow at training time).
+
+  c.model = ml_collections.ConfigDict()
+  c.model.generator = "unet"  # unet | encoder_decoder (no skips; paper Table 2).
+  c.model.input_nc = 3
+  c.model.output_nc = 3
+  c.model.ngf = 64
+  c.model.ndf = 64
+  c.model.num_downs = 8  # 8 for 256x256 (unet_256), 7 for 128x128.
+  c.model.n_layers_d = 3  # 0 PixelGAN 1x1, 1 16x16, 3 70x70, 5 286x286.
+  c.model.norm = "batch"  # batch | instance | none
+  c.model.dropout_rate = 0.5
+  c.model.conditional_d = True  # D sees concat(x, y); False: y alone (unconditional GAN).
+  c.model.upsample = "phase"  # phase (fast 4x4/2 transposed conv) | conv_transpose (lax).
+  c.model.dtype = "float32"  # Compute dtype: float32 | bfloat16 (params stay float32).
+
+  c.loss = ml_collections.ConfigDict()
+  c.loss.gan_mode = "vanilla"  # vanilla | lsgan | hinge | wgangp | ragan
+  c.loss.gan_weight = 1.0  # 0: L1 only (paper Table 1).
+  c.loss.reconstruction = "l1"  # l1 | l2 | none
+  c.loss.lambda_l1 = 100.0  # Weight of the reconstruction term.
+
+  c.optim = ml_collections.ConfigDict()
+  c.optim.lr = 2e-4
+  c.optim.lr_d = -1.0  # -1: same as lr (set it for TTUR).
+  c.optim.b1 = 0.5
+  c.optim.b2 = 0.999
+  return c
+
+
+def get_config() -> ml_collections.ConfigDict:
+  c = base_config()
+  c.data.name = "synthetic"
+  c.data.direction = "AtoB"  # labels -> photo
+  c.data.load_size = 72
+  c.data.crop_size = 64
+  c.batch_size = 4
+  c.n_epochs = 6
+  c.n_epochs_decay = 4
+  c.model.ngf = 32
+  c.model.ndf = 32
+  c.model.num_downs = 6
+  c.log_every_steps = 20
+  c.checkpoint_every_steps = 200
+  c.sample_every_steps = 100
+  return c

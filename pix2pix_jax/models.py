@@ -1,0 +1,158 @@
+"""The pix2pix networks: U-Net generator and PatchGAN discriminator (Flax Linen).
+
+Both compute exactly the functions of the official PyTorch implementation
+(junyanz/pytorch-CycleGAN-and-pix2pix, `unet_*` and `basic`/`n_layers`/`pixel`), with the same
+parameter counts, in NHWC. Use them as pure functions through `module.apply`.
+"""
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from pix2pix_jax import layers
+
+Dtype = Any
+
+
+class UNetGenerator(nn.Module):
+  """U-Net with `num_downs` stride-2 levels (8: 256x256 down to 1x1, "unet_256").
+
+  Level i (0 = outermost) has width ngf * min(2**i, 8). Encoder: e_0 = conv(x); for i >= 1,
+  a_i = LeakyReLU_0.2(e_{i-1}) and e_i = norm(conv(a_i)), with no norm at the innermost level.
+  Decoder: u_{n-1} = norm(upconv(ReLU(e_{n-1}))), u_i = norm(upconv(ReLU([a_{i+1}, u_{i+1}])))
+  with dropout at levels 4..n-2 (the paper's noise), y = tanh(upconv(ReLU([a_1, u_1]))).
+  The skips carry the activated a_i, as the official network does (its in-place LeakyReLU
+  changes the tensor it also concatenates). `skips=False` is the encoder-decoder of the
+  paper's Table 2: the same layers without the concatenations.
+  """
+
+  output_nc: int = 3
+  num_downs: int = 8
+  ngf: int = 64
+  norm: str = "batch"
+  dropout_rate: float = 0.5
+  skips: bool = True
+  upsample: str = "phase"
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    n = self.num_downs
+    width = [self.ngf * min(2**i, 8) for i in range(n)]
+    bias = layers.uses_bias(self.norm)
+    x = x.astype(self.dtype)
+
+    h = layers.conv(width[0], 4, 2, 1, bias, self.dtype, name="enc_0")(x)
+    activated = []
+    for i in range(1, n):
+      h = nn.leaky_relu(h, 0.2)
+      activated.append(h)
+      h = layers.conv(width[i], 4, 2, 1, bias, self.dtype, name=f"enc_{i}")(h)
+      if i < n - 1:
+        h = layers.Norm(self.norm, self.dtype, name=f"enc_norm_{i}")(h, train)
+
+    for i in reversed(range(n)):
+      if i < n - 1 and self.skips:
+        h = jnp.concatenate([activated[i], h], axis=-1)
+      h = nn.relu(h)
+      if i == 0:
+        h = layers.UpConv(self.output_nc, True, self.upsample, self.dtype, name="dec_0")(h)
+      else:
+        h = layers.UpConv(width[i - 1], bias, self.upsample, self.dtype, name=f"dec_{i}")(h)
+        h = layers.Norm(self.norm, self.dtype, name=f"dec_norm_{i}")(h, train)
+        if 4 <= i <= n - 2 and self.dropout_rate > 0:
+          h = nn.Dropout(self.dropout_rate, deterministic=not train)(h)
+    return jnp.tanh(h.astype(jnp.float32))
+
+
+class PatchDiscriminator(nn.Module):
+  """PatchGAN: one logit per N x N patch; N = 1, 16, 34, 70, 142, 286 for n_layers 0..5.
+
+  n_layers >= 1: conv4x4/2 (bias) -> LeakyReLU, then for k = 1..n_layers a conv4x4 to
+  ndf * min(2**k, 8) channels (stride 2, stride 1 for the last) -> norm -> LeakyReLU, then a
+  conv4x4/1 to one logit. n_layers = 0 is the official PixelGAN (1x1 convolutions).
+  Returns every activation, the logits last, so that losses such as feature matching can use
+  them; `logits(features)` picks the last.
+  """
+
+  ndf: int = 64
+  n_layers: int = 3
+  norm: str = "batch"
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> list[jax.Array]:
+    bias = layers.uses_bias(self.norm)
+    h = x.astype(self.dtype)
+    features = []
+    if self.n_layers == 0:
+      h = nn.leaky_relu(layers.conv(self.ndf, 1, 1, 0, True, self.dtype, name="conv_0")(h), 0.2)
+      features.append(h)
+      h = layers.conv(2 * self.ndf, 1, 1, 0, bias, self.dtype, name="conv_1")(h)
+      h = nn.leaky_relu(layers.Norm(self.norm, self.dtype, name="norm_1")(h, train), 0.2)
+      features.append(h)
+      features.append(layers.conv(1, 1, 1, 0, bias, self.dtype, name="conv_2")(h))
+    else:
+      h = nn.leaky_relu(layers.conv(self.ndf, 4, 2, 1, True, self.dtype, name="conv_0")(h), 0.2)
+      features.append(h)
+      for k in range(1, self.n_layers + 1):
+        stride = 2 if k < self.n_layers else 1
+        h = layers.conv(self.ndf * min(2**k, 8), 4, stride, 1, bias, self.dtype,
+                        name=f"conv_{k}")(h)
+        h = nn.leaky_relu(layers.Norm(self.norm, self.dtype, name=f"norm_{k}")(h, train), 0.2)
+        features.append(h)
+      features.append(layers.conv(1, 4, 1, 1, True, self.dtype,
+                                  name=f"conv_{self.n_layers + 1}")(h))
+    return [f.astype(jnp.float32) for f in features]
+
+
+class Discriminator(nn.Module):
+  """D(x, y): a PatchGAN on concat(x, y) (conditional, the paper's cGAN) or on y alone.
+
+  Returns one feature list per scale (a single scale here), logits last in each.
+  """
+
+  ndf: int = 64
+  n_layers: int = 3
+  norm: str = "batch"
+  conditional: bool = True
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, y: jax.Array, train: bool) -> list[list[jax.Array]]:
+    inputs = jnp.concatenate([x, y], axis=-1) if self.conditional else y
+    return [PatchDiscriminator(self.ndf, self.n_layers, self.norm, self.dtype,
+                               name="patch_0")(inputs, train)]
+
+
+def logits(outputs: Sequence[Sequence[jax.Array]]) -> list[jax.Array]:
+  """The per-scale logit maps of a discriminator's output."""
+  return [features[-1] for features in outputs]
+
+
+def patch_receptive_field(n_layers: int) -> int:
+  """Side of the input square one PatchGAN logit sees (1, 16, 34, 70, 142, 286, ...)."""
+  if n_layers == 0:
+    return 1
+  # Walk back from one output pixel: final conv4/1, n_layers-th conv4/1, then k convs 4/2.
+  rf = 4 + 3  # two stride-1 4x4 convolutions
+  for _ in range(n_layers):
+    rf = 2 * rf + 2  # a 4x4 stride-2 conv below: (rf - 1) * 2 + 4
+  return rf
+
+
+def make_generator(model_config: ml_collections.ConfigDict) -> UNetGenerator:
+  return UNetGenerator(
+      output_nc=model_config.output_nc, num_downs=model_config.num_downs,
+      ngf=model_config.ngf, norm=model_config.norm, dropout_rate=model_config.dropout_rate,
+      skips=model_config.generator == "unet", upsample=model_config.upsample,
+      dtype=jnp.dtype(model_config.dtype))
+
+
+def make_discriminator(model_config: ml_collections.ConfigDict) -> Discriminator:
+  return Discriminator(
+      ndf=model_config.ndf, n_layers=model_config.n_layers_d, norm=model_config.norm,
+      conditional=model_config.conditional_d, dtype=jnp.dtype(model_config.dtype))

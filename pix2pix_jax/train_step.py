@@ -1,0 +1,139 @@
+"""One pix2pix iteration as a pure function: a D update, then a G update, on the same batch.
+
+The order and the arithmetic are the official implementation's `optimize_parameters`:
+fake = G(x) once (one dropout mask, one BatchNorm update of G); D learns from
+(x, fake) and (x, y) with its loss halved; then G learns from D's *updated* opinion of
+(x, fake) plus lambda * L1(fake, y). G's forward pass is differentiated once, through a VJP
+whose cotangent the G loss supplies, so G is not run twice.
+"""
+
+import dataclasses
+import functools
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from pix2pix_jax import losses
+from pix2pix_jax import models
+from pix2pix_jax import sharding
+from pix2pix_jax.train_state import TrainState
+
+Batch = dict[str, jax.Array]
+Metrics = dict[str, jax.Array]
+
+
+@dataclasses.dataclass(frozen=True)
+class Objective:
+  """What the step optimises; built from config.loss by `objective_from_config`."""
+
+  gan: losses.GanLoss
+  gan_weight: float
+  reconstruction: Callable[[jax.Array, jax.Array], jax.Array]
+  lambda_reconstruction: float
+
+
+def objective_from_config(loss_config: ml_collections.ConfigDict) -> Objective:
+  return Objective(
+      gan=losses.GAN_LOSSES[loss_config.gan_mode](),
+      gan_weight=loss_config.gan_weight,
+      reconstruction=losses.RECONSTRUCTION_LOSSES[loss_config.reconstruction],
+      lambda_reconstruction=loss_config.lambda_l1)
+
+
+def _global_norm_finite(tree: Any) -> jax.Array:
+  return jnp.isfinite(optax.global_norm(tree))
+
+
+def train_step(state: TrainState, batch: Batch, *, generator: nn.Module,
+               discriminator: nn.Module, g_tx: optax.GradientTransformation,
+               d_tx: optax.GradientTransformation, objective: Objective,
+               skip_nonfinite: bool = True) -> tuple[TrainState, Metrics]:
+  """Returns the next state and this step's scalar measurements.
+
+  A step whose losses or gradients are not finite leaves the state as it was (only `step`
+  and `nonfinite_steps` advance): the select fuses into the optimizer update, and the host
+  decides from `metrics["finite"]` whether to go on (config.nan_policy).
+  """
+  x, y = batch["input"], batch["target"]
+  key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+
+  def run_g(g_params):
+    fake, mutated = generator.apply(
+        {"params": g_params, "batch_stats": state.g_batch_stats}, x, train=True,
+        mutable=["batch_stats"], rngs={"dropout": key})
+    return fake, mutated.get("batch_stats", {})
+
+  fake, g_vjp, g_batch_stats = jax.vjp(run_g, state.g_params, has_aux=True)
+
+  def run_d(d_params, batch_stats, image):
+    outputs, mutated = discriminator.apply(
+        {"params": d_params, "batch_stats": batch_stats}, x, image, train=True,
+        mutable=["batch_stats"])
+    return models.logits(outputs), mutated.get("batch_stats", {})
+
+  metrics: Metrics = {}
+  use_gan = objective.gan_weight != 0.0
+  d_params, d_opt_state, d_batch_stats = state.d_params, state.d_opt_state, state.d_batch_stats
+  d_finite = jnp.array(True)
+  if use_gan:
+    def d_loss_fn(d_params):
+      # Fake first, then real, as the official backward_D; BN statistics thread through.
+      fake_logits, stats = run_d(d_params, d_batch_stats, jax.lax.stop_gradient(fake))
+      real_logits, stats = run_d(d_params, stats, y)
+      loss_real, loss_fake = objective.gan.discriminator(real_logits, fake_logits)
+      return 0.5 * (loss_real + loss_fake), (stats, loss_real, loss_fake)
+
+    (d_loss, (d_batch_stats, loss_real, loss_fake)), d_grads = jax.value_and_grad(
+        d_loss_fn, has_aux=True)(d_params)
+    d_updates, d_opt_state = d_tx.update(d_grads, d_opt_state, d_params)
+    d_params = optax.apply_updates(d_params, d_updates)
+    d_finite = jnp.isfinite(d_loss) & _global_norm_finite(d_grads)
+    metrics.update(D_real=loss_real, D_fake=loss_fake, D_loss=d_loss,
+                   d_grad_norm=optax.global_norm(d_grads))
+
+  def g_loss_fn(fake):
+    terms = {"G_L1": objective.lambda_reconstruction * objective.reconstruction(fake, y)}
+    stats = d_batch_stats
+    if use_gan:
+      fake_logits, stats = run_d(d_params, stats, fake)
+      real_logits = None
+      if objective.gan.generator_needs_real:
+        real_logits, stats = run_d(d_params, stats, y)
+        real_logits = jax.lax.stop_gradient(real_logits)
+      terms["G_GAN"] = objective.gan_weight * objective.gan.generator(fake_logits, real_logits)
+    return sum(terms.values()), (stats, terms)
+
+  (g_loss, (d_batch_stats, g_terms)), d_fake = jax.value_and_grad(
+      g_loss_fn, has_aux=True)(fake)
+  (g_grads,) = g_vjp(d_fake)
+  g_updates, g_opt_state = g_tx.update(g_grads, state.g_opt_state, state.g_params)
+  g_params = optax.apply_updates(state.g_params, g_updates)
+  metrics.update(g_terms, G_loss=g_loss, g_grad_norm=optax.global_norm(g_grads))
+
+  finite = d_finite & jnp.isfinite(g_loss) & _global_norm_finite(g_grads)
+  metrics["finite"] = finite.astype(jnp.float32)
+  new_state = state.replace(
+      step=state.step + 1, g_params=g_params, g_batch_stats=g_batch_stats,
+      g_opt_state=g_opt_state, d_params=d_params, d_batch_stats=d_batch_stats,
+      d_opt_state=d_opt_state)
+  new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state)
+  new_state = new_state.replace(
+      step=state.step + 1, nonfinite_steps=state.nonfinite_steps + (~finite).astype(jnp.int32))
+  return new_state, metrics
+
+
+def jit_train_step(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
+                   g_tx: optax.GradientTransformation, d_tx: optax.GradientTransformation
+                   ) -> Callable[[TrainState, Batch], tuple[TrainState, Metrics]]:
+  """The step bound to its networks and objective, jitted once over `mesh`, state donated."""
+  step = functools.partial(
+      train_step, generator=models.make_generator(config.model),
+      discriminator=models.make_discriminator(config.model), g_tx=g_tx, d_tx=d_tx,
+      objective=objective_from_config(config.loss))
+  replicated = sharding.replicated(mesh)
+  return jax.jit(step, in_shardings=(replicated, sharding.batch_sharded(mesh)),
+                 out_shardings=(replicated, replicated), donate_argnums=0)
