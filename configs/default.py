@@ -21,6 +21,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.sample_every_steps = 1000  # PNG grid of input | output | target for fixed val pairs.
   c.num_sample_pairs = 4
   c.keep_checkpoints = 3
+  c.nan_policy = "skip"  # A non-finite loss/gradient: skip that step (skip) or stop (stop).
 
   c.data = ml_collections.ConfigDict()
   c.data.name = "facades"  # synthetic | facades | cityscapes | maps | edges2shoes | ...| folder

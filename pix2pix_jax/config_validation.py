@@ -1,0 +1,68 @@
+"""Checks a config before anything is compiled, and says in one sentence what is wrong.
+
+A bad field otherwise surfaces minutes later as a shape error deep inside XLA.
+"""
+
+import ml_collections
+
+from pix2pix_jax import layers
+from pix2pix_jax import losses
+
+PREPROCESS_MODES = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none")
+NAN_POLICIES = ("skip", "stop")
+
+
+class ConfigError(ValueError):
+  """A config field has a value that cannot work; the message names the field."""
+
+
+def _choice(value, field: str, choices) -> None:
+  if value not in choices:
+    raise ConfigError(f"{field}={value!r} is not supported; choose one of {', '.join(map(str, choices))}.")
+
+
+def _at_least(value, field: str, minimum) -> None:
+  if value < minimum:
+    raise ConfigError(f"{field}={value} must be at least {minimum}.")
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError naming the first field that cannot work."""
+  m, d, loss = config.model, config.data, config.loss
+  _at_least(config.batch_size, "batch_size", 1)
+  _choice(d.direction, "data.direction", ("AtoB", "BtoA"))
+  _choice(d.preprocess, "data.preprocess", PREPROCESS_MODES)
+  _choice(m.norm, "model.norm", layers.NORMS)
+  _choice(m.generator, "model.generator", ("unet", "encoder_decoder"))
+  _choice(m.upsample, "model.upsample", tuple(layers.TRANSPOSED_CONV_IMPLS))
+  _choice(m.dtype, "model.dtype", ("float32", "bfloat16"))
+  _choice(loss.gan_mode, "loss.gan_mode", tuple(losses.GAN_LOSSES))
+  _choice(loss.reconstruction, "loss.reconstruction", tuple(losses.RECONSTRUCTION_LOSSES))
+  _choice(config.nan_policy, "nan_policy", NAN_POLICIES)
+  _at_least(m.n_layers_d, "model.n_layers_d", 0)
+  _at_least(m.num_downs, "model.num_downs", 2)
+  for field in ("ngf", "ndf", "input_nc", "output_nc"):
+    _at_least(m[field], f"model.{field}", 1)
+  if not 0.0 <= m.dropout_rate < 1.0:
+    raise ConfigError(f"model.dropout_rate={m.dropout_rate} must be in [0, 1).")
+  _at_least(loss.lambda_l1, "loss.lambda_l1", 0.0)
+  _at_least(loss.gan_weight, "loss.gan_weight", 0.0)
+
+  multiple = 2**m.num_downs
+  if d.crop_size % multiple:
+    raise ConfigError(
+        f"data.crop_size={d.crop_size} must be a multiple of 2**model.num_downs={multiple} "
+        f"so that the U-Net's skip connections line up (e.g. {max(multiple, d.crop_size // multiple * multiple)}).")
+  if d.preprocess in ("resize_and_crop", "scale_width_and_crop") and d.crop_size > d.load_size:
+    raise ConfigError(
+        f"data.crop_size={d.crop_size} is larger than data.load_size={d.load_size}: "
+        f"preprocess {d.preprocess!r} crops crop_size out of an image resized to load_size.")
+  # The PatchGAN's n_layers stride-2 convolutions and two 4x4 valid-ish convolutions must
+  # leave at least one logit.
+  if m.n_layers_d > 0 and d.crop_size // 2**m.n_layers_d - 2 < 1:
+    raise ConfigError(
+        f"model.n_layers_d={m.n_layers_d} is too deep for data.crop_size={d.crop_size}: "
+        f"the discriminator would output no patch.")
+  for field in ("log_every_steps", "checkpoint_every_steps", "sample_every_steps",
+                "keep_checkpoints"):
+    _at_least(config[field], field, 1)
