@@ -1,0 +1,106 @@
+"""Network shapes and sizes: the official implementation's parameter counts and patch sizes."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import configs.default as default_config
+from pix2pix_jax import models
+from pix2pix_jax import summary
+
+
+def full_size_config(**model):
+  c = default_config.base_config()
+  c.model.update(model)
+  return c
+
+
+def test_paper_network_parameter_counts():
+  sizes = summary.network_sizes(full_size_config())
+  assert sizes == {"generator_params": 54_413_955, "discriminator_params": 2_768_705,
+                   "patch_receptive_field": 70}
+
+
+@pytest.mark.parametrize("n_layers, params", [
+    (0, 9_024), (1, 139_585), (2, 666_433), (3, 2_768_705), (4, 6_964_033), (5, 11_159_361)])
+def test_discriminator_parameter_counts(n_layers, params):
+  assert summary.network_sizes(full_size_config(n_layers_d=n_layers))["discriminator_params"] == params
+
+
+@pytest.mark.parametrize("n_layers, field", [(0, 1), (1, 16), (2, 34), (3, 70), (4, 142), (5, 286)])
+def test_patch_receptive_field_by_gradient_probing(n_layers, field):
+  """The support of d(one interior logit)/d(input) is exactly a field x field square."""
+  assert models.patch_receptive_field(n_layers) == field
+  size = max(32, 2 ** n_layers * ((field + 64) // 2 ** n_layers + 1))
+  d = models.Discriminator(ndf=2, n_layers=n_layers, norm="none", conditional=False)
+  y = jax.random.normal(jax.random.key(0), (1, size, size, 3))
+  params = d.init(jax.random.key(1), y, y, train=False)
+
+  def center_logit(y):
+    logits = models.logits(d.apply(params, y, y, train=False))[0]
+    h, w = logits.shape[1:3]
+    return logits[0, h // 2, w // 2, 0]
+
+  grad = np.abs(np.asarray(jax.grad(center_logit)(y))).sum(axis=(0, 3))
+  rows, cols = np.nonzero(grad.sum(axis=1))[0], np.nonzero(grad.sum(axis=0))[0]
+  assert rows.min() > 0 and rows.max() < size - 1, "field touches the border: probe too small"
+  assert rows.max() - rows.min() + 1 == field
+  assert cols.max() - cols.min() + 1 == field
+
+
+def test_conv_biases_follow_norm():
+  """Biases are dropped only next to BatchNorm (the official code also drops them for none)."""
+  x = jnp.zeros((1, 32, 32, 3))
+  for norm, has_bias in (("batch", False), ("instance", True), ("none", True)):
+    g = models.UNetGenerator(num_downs=5, ngf=4, norm=norm)
+    params = jax.eval_shape(lambda: g.init(jax.random.key(0), x, train=False))["params"]
+    assert ("bias" in params["enc_1"]) == has_bias, norm
+    assert "bias" in params["dec_0"]  # The outermost transposed conv always has one.
+    assert ("enc_norm_1" in params) == (norm == "batch")
+
+
+@pytest.mark.parametrize("model, g_params, d_params", [
+    (dict(norm="instance"), 54_409_603, 2_767_809),
+    (dict(norm="instance", num_downs=7, n_layers_d=5), 41_825_667, 11_157_441),
+])
+def test_instance_norm_parameter_counts(model, g_params, d_params):
+  # Counted by ../shared/bench/torch_pix2pix_reference.py params --norm instance [...], whose
+  # networks were checked against the official ones.
+  sizes = summary.network_sizes(full_size_config(**model))
+  assert (sizes["generator_params"], sizes["discriminator_params"]) == (g_params, d_params)
+
+
+def test_generator_dropout_is_the_only_noise():
+  g = models.UNetGenerator(num_downs=6, ngf=4)
+  x = jax.random.normal(jax.random.key(0), (2, 64, 64, 3))
+  variables = g.init(jax.random.key(1), x, train=False)
+
+  def run(key):
+    out, _ = g.apply(variables, x, train=True, mutable=["batch_stats"], rngs={"dropout": key})
+    return out
+
+  a, b, a2 = run(jax.random.key(2)), run(jax.random.key(3)), run(jax.random.key(2))
+  assert a.shape == (2, 64, 64, 3) and float(jnp.abs(a).max()) <= 1.0
+  np.testing.assert_array_equal(a, a2)
+  assert float(jnp.abs(a - b).max()) > 0
+  e1 = g.apply(variables, x, train=False)
+  np.testing.assert_array_equal(e1, g.apply(variables, x, train=False))
+
+
+def test_encoder_decoder_has_no_skips():
+  x = jnp.zeros((1, 32, 32, 3))
+  unet = models.UNetGenerator(num_downs=5, ngf=4)
+  ed = models.UNetGenerator(num_downs=5, ngf=4, skips=False)
+  p_unet = jax.eval_shape(lambda: unet.init(jax.random.key(0), x, train=False))["params"]
+  p_ed = jax.eval_shape(lambda: ed.init(jax.random.key(0), x, train=False))["params"]
+  # Each decoder level but the innermost reads half as many channels without the skip.
+  assert p_unet["dec_0"]["kernel"].shape[2] == 2 * p_ed["dec_0"]["kernel"].shape[2]
+  assert p_unet["dec_4"]["kernel"].shape == p_ed["dec_4"]["kernel"].shape
+
+
+def test_unconditional_discriminator_sees_only_the_output():
+  d = models.Discriminator(ndf=4, n_layers=1, conditional=False)
+  x, y = jnp.zeros((1, 32, 32, 3)), jnp.ones((1, 32, 32, 3))
+  params = jax.eval_shape(lambda: d.init(jax.random.key(0), x, y, train=False))["params"]
+  assert params["patch_0"]["conv_0"]["kernel"].shape[2] == 3
