@@ -35,6 +35,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.flip = True
   c.data.eval_split = "val"  # Split used for sample grids.
   c.data.reader = "tf"  # tf (tf.data) | numpy (no TensorFlow at training time).
+  c.data.size_mode = "reflect"  # Reach a multiple of 2**num_downs: reflect|zeros pad, resize.
+  c.data.on_bad_file = "error"  # error | skip (and log) corrupt or unreadable images.
+  c.data.val_fraction = 0.1  # data.name=folder without split folders: share held out as val.
+  c.data.num_workers = 0  # Threads decoding and augmenting; 0 = min(8, CPU count).
 
   c.model = ml_collections.ConfigDict()
   c.model.generator = "unet"  # unet | encoder_decoder (no skips; paper Table 2).

@@ -1,0 +1,159 @@
+"""Reading and writing the images of paired datasets, with errors that name the file.
+
+Every builder decodes through `decode` so that a corrupt, truncated, empty or oversized file
+stops the build (or is skipped) with a message about that file instead of a bare PIL or
+TensorFlow traceback deep inside tfds.
+"""
+
+import io
+
+import numpy as np
+from PIL import Image
+
+# PIL modes decoded as they are (H, W, C) uint8.
+_NATIVE_MODES = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4}
+# PIL modes first converted to a native one (colour spaces, palettes, premultiplied alpha).
+_CONVERTED_MODES = {"1": "L", "La": "LA", "PA": "RGBA", "RGBa": "RGBA", "CMYK": "RGB",
+                    "YCbCr": "RGB", "LAB": "RGB", "HSV": "RGB"}
+_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+class BadImageError(ValueError):
+  """A file that cannot be used as an image of a pair; the message names the file."""
+
+  def __init__(self, name: str, reason: str):
+    super().__init__(f"{name}: {reason}")
+    self.name = name
+    self.reason = reason
+
+
+def decode(data: bytes, name: str) -> np.ndarray:
+  """Decodes image bytes to (H, W, C) uint8, or uint16 for 16-bit grayscale.
+
+  Images larger than `PIL.Image.MAX_IMAGE_PIXELS` are refused (PIL only warns below twice
+  that), so a decompression bomb never reaches memory.
+  """
+  if not data:
+    raise BadImageError(name, "empty (zero-byte) file")
+  try:
+    with Image.open(io.BytesIO(data)) as image:
+      limit = Image.MAX_IMAGE_PIXELS
+      if limit and image.width * image.height > limit:
+        raise BadImageError(
+            name, f"refused: {image.width}x{image.height} pixels is more than "
+            f"PIL.Image.MAX_IMAGE_PIXELS={limit} (possible decompression bomb)")
+      image.load()
+      return _to_array(image, name)
+  except BadImageError:
+    raise
+  except Image.DecompressionBombError as e:
+    raise BadImageError(name, f"refused as a decompression bomb: {e}") from None
+  except Image.UnidentifiedImageError:
+    raise BadImageError(name, "not an image (PIL cannot identify its format)") from None
+  except (OSError, SyntaxError, ValueError, EOFError, IndexError) as e:
+    raise BadImageError(name, f"corrupt or truncated image ({e})") from None
+
+
+def read(path, name: str | None = None) -> np.ndarray:
+  """Reads and decodes a file; unreadable files become BadImageError too."""
+  name = name or str(path)
+  try:
+    with open(path, "rb") as f:
+      data = f.read()
+  except OSError as e:
+    raise BadImageError(name, f"cannot read file ({e.strerror or e})") from None
+  return decode(data, name)
+
+
+def _to_array(image: Image.Image, name: str) -> np.ndarray:
+  mode = image.mode
+  if mode == "P":
+    mode = "RGBA" if "transparency" in image.info else "RGB"
+    image = image.convert(mode)
+  elif mode in _CONVERTED_MODES:
+    mode = _CONVERTED_MODES[mode]
+    image = image.convert(mode)
+  if mode in _NATIVE_MODES:
+    array = np.asarray(image, dtype=np.uint8)
+    return array.reshape(array.shape[0], array.shape[1], _NATIVE_MODES[mode])
+  if mode in _SIXTEEN_BIT_MODES:
+    array = np.asarray(image)
+    if array.min(initial=0) < 0 or array.max(initial=0) > 65535:
+      raise BadImageError(name, f"{mode} image with values outside 0..65535")
+    return array.astype(np.uint16)[:, :, None]
+  raise BadImageError(name, f"unsupported image mode {image.mode!r}")
+
+
+def encode_png(array: np.ndarray, compress_level: int = 1) -> bytes:
+  """Lossless PNG of an (H, W, C) uint8 (C in 1..4) or (H, W, 1) uint16 array.
+
+  Low compression: building is then bound by decoding, not zlib.
+  """
+  if array.dtype == np.uint16:
+    if array.shape[-1] != 1:
+      raise ValueError(f"16-bit PNG needs 1 channel, got shape {array.shape}")
+    image = Image.fromarray(array[:, :, 0])
+  else:
+    modes = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
+    image = Image.fromarray(array[:, :, 0] if array.shape[-1] == 1 else array)
+    if image.mode != modes[array.shape[-1]]:
+      raise ValueError(f"cannot encode shape {array.shape} {array.dtype} as PNG")
+  buffer = io.BytesIO()
+  image.save(buffer, format="PNG", compress_level=compress_level)
+  return buffer.getvalue()
+
+
+def decode_png(data: bytes, dtype: np.dtype, channels: int) -> np.ndarray:
+  """Decodes a PNG this package wrote (see `encode_png`) back to (H, W, channels)."""
+  with Image.open(io.BytesIO(data)) as image:
+    array = np.asarray(image).astype(dtype, copy=False)
+  return array.reshape(array.shape[0], array.shape[1], channels)
+
+
+def split_ab(ab: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
+  """Left half is A, right half is B (the official layout).
+
+  An odd width loses its last column, so that A and B have the same size (the official
+  code gives B one column more and lets the resize hide it).
+  """
+  width = ab.shape[1]
+  if width < 2:
+    raise BadImageError(name, f"{width} pixel(s) wide: not a side-by-side AB pair")
+  half = width // 2
+  return ab[:, :half], ab[:, half:2 * half]
+
+
+def check_pair(a: np.ndarray, b: np.ndarray, name: str) -> None:
+  """A and B must cover the same pixels, or crops and flips would not line up."""
+  if a.shape[:2] != b.shape[:2]:
+    raise BadImageError(
+        name, f"A is {a.shape[0]}x{a.shape[1]} (HxW) but B is {b.shape[0]}x{b.shape[1]}; "
+        "the two images of a pair must have the same size")
+
+
+def to_channels(array: np.ndarray, channels: int) -> np.ndarray:
+  """Converts between 1 (gray), 2 (gray+alpha), 3 (RGB) and 4 (RGBA) channels.
+
+  Follows PIL's convert(): alpha is dropped (not composited), gray is ITU-R 601-2 luma,
+  added alpha is opaque.
+  """
+  have = array.shape[-1]
+  if have == channels:
+    return array
+  if channels not in (1, 2, 3, 4) or have not in (1, 2, 3, 4):
+    raise ValueError(f"cannot convert {have} channels to {channels}")
+  opaque = np.iinfo(array.dtype).max if array.dtype.kind in "ui" else 1.0
+  colour = array[..., :3] if have >= 3 else array[..., :1]
+  alpha = array[..., have - 1:] if have in (2, 4) else None
+  if channels in (1, 2) and colour.shape[-1] == 3:
+    luma = colour.astype(np.float32) @ np.array([299, 587, 114], np.float32) / 1000.0
+    if array.dtype.kind in "ui":
+      luma = np.round(luma)
+    colour = luma[..., None].astype(array.dtype)
+  elif channels in (3, 4) and colour.shape[-1] == 1:
+    colour = np.repeat(colour, 3, axis=-1)
+  if channels in (2, 4):
+    if alpha is None:
+      alpha = np.full(array.shape[:-1] + (1,), opaque, array.dtype)
+    return np.concatenate([colour, alpha], axis=-1)
+  return colour

@@ -1,0 +1,102 @@
+"""Shared pytest fixtures; each group says which part of the project it serves."""
+
+import jax
+import numpy as np
+import pytest
+
+import configs.default as default_config
+from pix2pix_jax import checkpointing
+from pix2pix_jax import sharding
+from pix2pix_jax import train_state as train_state_lib
+from pix2pix_jax import train_step as train_step_lib
+
+# --- Inference, evaluation, export and torch import (issue 4). ----------------------------
+
+
+def tiny_inference_config():
+  """The default recipe shrunk to 64x64 and ngf/ndf 4: seconds to compile.
+
+  Six levels is the fewest with a dropout layer (levels 4..num_downs-2), whose noise the
+  paper's test mode keeps.
+  """
+  c = default_config.get_config()
+  c.data.load_size = 72
+  c.data.crop_size = 64
+  c.batch_size = 2
+  c.model.ngf = 4
+  c.model.ndf = 4
+  c.model.num_downs = 6
+  c.model.n_layers_d = 2
+  c.num_train_steps = 1
+  return c
+
+
+@pytest.fixture(scope="session")
+def trained_workdir(tmp_path_factory):
+  """A workdir holding a checkpoint of a tiny model after one real training step.
+
+  One step moves the BatchNorm running statistics away from their initial values, so eval
+  mode and the paper's test mode give different outputs.
+  """
+  config = tiny_inference_config()
+  workdir = tmp_path_factory.mktemp("trained")
+  g_tx, d_tx = train_state_lib.make_optimizers(config, config.num_train_steps)
+  state = jax.jit(lambda: train_state_lib.create_train_state(config, g_tx, d_tx))()
+  step = train_step_lib.jit_train_step(config, sharding.make_mesh(), g_tx, d_tx)
+  rng = np.random.default_rng(0)
+  shape = (config.batch_size, config.data.crop_size, config.data.crop_size, 3)
+  batch = {"input": rng.uniform(-1, 1, shape).astype(np.float32),
+           "target": rng.uniform(-1, 1, shape).astype(np.float32)}
+  state, _ = step(state, batch)
+  manager = checkpointing.make_manager(str(workdir), async_save=False)
+  checkpointing.save(manager, state, config)
+  manager.wait_until_finished()
+  manager.close()
+  return str(workdir)
+
+
+# --- Data: datasets and input pipeline (issue 3). ------------------------------------------
+
+import pathlib  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+# The official archives, read-only, beside the repository (CI clones main next to shared/).
+SHARED_DATA = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def data_config(data_dir, **overrides):
+  """The default (synthetic) config with its tfds data in `data_dir`, small for tests."""
+  c = default_config.get_config()
+  c.data.data_dir = str(data_dir)
+  c.data.num_workers = 2
+  for key, value in overrides.items():
+    node = c
+    *parents, leaf = key.split(".")
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return c
+
+
+@pytest.fixture(scope="session")
+def tfds_dir(tmp_path_factory):
+  """One tfds data_dir per session: each dataset is prepared once, then reused."""
+  return tmp_path_factory.mktemp("tfds")
+
+
+@pytest.fixture(scope="session")
+def synthetic_config(tfds_dir):
+  """The default config over the embedded synthetic dataset, prepared once."""
+  from pix2pix_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  c = data_config(tfds_dir)
+  input_pipeline.builder(c.data)
+  return c
+
+
+@pytest.fixture(scope="session")
+def facades_builder(tfds_dir):
+  """Facades prepared from the shared archive through manual_dir (skips without it)."""
+  from pix2pix_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  if not (SHARED_DATA / "facades.tar.gz").exists():
+    pytest.skip(f"{SHARED_DATA}/facades.tar.gz not found")
+  c = data_config(tfds_dir, **{"data.name": "facades", "data.manual_dir": str(SHARED_DATA)})
+  return input_pipeline.builder(c.data)
