@@ -46,6 +46,11 @@ def builder(data_config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
     b = synthetic.Pix2pixSynthetic(**kwargs)
   elif name in official.NAMES:
     b = official.Pix2pix(config=name, on_bad_file=data_config.on_bad_file, **kwargs)
+    if manual_dir and not b.is_prepared() and not official.find_manual(manual_dir, name):
+      raise FileNotFoundError(
+          f"data.manual_dir={manual_dir!r} has neither {name}.tar.gz nor {name}/; put the "
+          f"archive there (from {official.URL.format(name)}) or leave data.manual_dir "
+          "empty to download it")
   elif name == "folder":
     config = folder.make_config(data_config.path, val_fraction=data_config.val_fraction)
     b = folder.Pix2pixFolder(config=config, on_bad_file=data_config.on_bad_file, **kwargs)

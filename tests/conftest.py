@@ -59,6 +59,10 @@ def trained_workdir(tmp_path_factory):
 
 import pathlib  # pylint: disable=g-import-not-at-top,wrong-import-position
 
+import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+tfds.disable_progress_bar()  # Builds would fill the test log with tqdm bars.
+
 # The official archives, read-only, beside the repository (CI clones main next to shared/).
 SHARED_DATA = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
