@@ -1,0 +1,50 @@
+"""Bad configurations stop before compilation with one sentence naming the field."""
+
+import pytest
+
+import configs.default as default_config
+from pix2pix_jax import config_validation
+
+
+def config_with(**fields):
+  c = default_config.get_config()
+  for dotted, value in fields.items():
+    *parents, leaf = dotted.split("__")
+    node = c
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return c
+
+
+def test_default_config_is_valid():
+  config_validation.validate(default_config.get_config())
+
+
+@pytest.mark.parametrize("fields, field_named", [
+    ({"data__crop_size": 60}, "data.crop_size"),  # 60 is not a multiple of 2**6
+    ({"data__crop_size": 128, "data__load_size": 72}, "data.crop_size"),
+    ({"model__norm": "group"}, "model.norm"),
+    ({"loss__gan_mode": "wgan"}, "loss.gan_mode"),
+    ({"loss__reconstruction": "l3"}, "loss.reconstruction"),
+    ({"model__n_layers_d": -1}, "model.n_layers_d"),
+    ({"model__n_layers_d": 5}, "model.n_layers_d"),  # 64 px leaves no 286x286 patch
+    ({"model__num_downs": 1}, "model.num_downs"),
+    ({"data__direction": "AB"}, "data.direction"),
+    ({"data__preprocess": "zoom"}, "data.preprocess"),
+    ({"model__dropout_rate": 1.0}, "model.dropout_rate"),
+    ({"batch_size": 0}, "batch_size"),
+    ({"nan_policy": "ignore"}, "nan_policy"),
+    ({"model__generator": "resnet_9blocks"}, "model.generator"),
+])
+def test_bad_field_is_named(fields, field_named):
+  with pytest.raises(config_validation.ConfigError) as e:
+    config_validation.validate(config_with(**fields))
+  message = str(e.value)
+  assert message.startswith(field_named), message
+  assert message.count(". ") <= 1 and "\n" not in message
+
+
+def test_crop_check_only_applies_to_modes_that_crop_a_resized_image():
+  config_validation.validate(
+      config_with(data__crop_size=128, data__load_size=72, data__preprocess="crop"))
