@@ -1,0 +1,106 @@
+"""Translates images with a trained generator: one PNG per input, named after it.
+
+    python -m pix2pix_jax.translate --workdir DIR --input IMG_OR_FOLDER --output FOLDER \
+        [--size_mode pad|resize] [--eval_mode] [--seed N] [--batch_size N] [--step N]
+
+`--checkpoint PATH` (a checkpoints folder or one step's folder) replaces --workdir. Any size
+and aspect ratio, grayscale/RGB/RGBA inputs; outputs have the inputs' sizes. By default the
+paper's test mode (dropout on, per-image BatchNorm statistics); --eval_mode is deterministic.
+"""
+
+import os
+import sys
+import zlib
+
+from absl import app
+from absl import flags
+from PIL import Image
+
+from pix2pix_jax import inference
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+# Files read and translated at a time, so that a large folder does not fill the memory.
+CHUNK = 64
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir (uses its latest checkpoint).")
+_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "A checkpoints folder or a step folder.")
+_STEP = flags.DEFINE_integer("step", None, "Checkpoint step; default the latest.")
+_INPUT = flags.DEFINE_string("input", None, "An image file or a folder of images.", required=True)
+_OUTPUT = flags.DEFINE_string("output", None, "Folder for the PNG outputs.", required=True)
+_SIZE_MODE = flags.DEFINE_enum("size_mode", "pad", inference.SIZE_MODES,
+                               "pad: reflect-pad to a multiple of 2**num_downs and crop back; "
+                               "resize: resize to the training size and back.")
+_EVAL_MODE = flags.DEFINE_bool("eval_mode", False,
+                               "Deterministic: no dropout, BatchNorm running averages.")
+_SEED = flags.DEFINE_integer("seed", 0, "Dropout noise seed (the default test mode).")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 8, "Images per generator call.")
+
+
+def list_inputs(path: str) -> list[str]:
+  if os.path.isfile(path):
+    return [path]
+  if not os.path.isdir(path):
+    raise FileNotFoundError(f"--input {path} does not exist")
+  files = sorted(os.path.join(path, f) for f in os.listdir(path)
+                 if f.lower().endswith(IMAGE_EXTENSIONS)
+                 and os.path.isfile(os.path.join(path, f)))
+  if not files:
+    raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {path}")
+  return files
+
+
+def output_names(files: list[str]) -> list[str]:
+  """photo.jpg -> photo.png; refuses two inputs that would write the same file."""
+  names = [os.path.splitext(os.path.basename(f))[0] + ".png" for f in files]
+  seen: dict[str, str] = {}
+  for f, name in zip(files, names):
+    if name in seen:
+      raise ValueError(f"{seen[name]} and {f} would both be written to {name}; rename one")
+    seen[name] = f
+  return names
+
+
+def file_id(name: str) -> int:
+  """The dropout-noise id of an output name: a file's output depends only on it and the seed."""
+  return zlib.crc32(name.encode("utf-8"))
+
+
+def translate_files(checkpoint: str, input_path: str, output_dir: str, *, step: int | None = None,
+                    size_mode: str = "pad", eval_mode: bool = False, seed: int = 0,
+                    batch_size: int = 8) -> list[str]:
+  """Translates every image of `input_path` into `output_dir`; returns the written paths."""
+  files = list_inputs(input_path)
+  names = output_names(files)
+  config, variables = inference.load_generator(checkpoint, step)
+  generate = inference.make_generate_fn(config, eval_mode)
+  os.makedirs(output_dir, exist_ok=True)
+  written = []
+  for start in range(0, len(files), CHUNK):
+    images = [inference.read_image(f) for f in files[start:start + CHUNK]]
+    outputs = inference.translate(config, variables, images, size_mode=size_mode,
+                                  eval_mode=eval_mode, seed=seed, batch_size=batch_size,
+                                  image_ids=[file_id(n) for n in names[start:start + CHUNK]],
+                                  generate_fn=generate)
+    for name, out in zip(names[start:start + CHUNK], outputs):
+      path = os.path.join(output_dir, name)
+      Image.fromarray(out[..., 0] if out.shape[-1] == 1 else out).save(path)
+      written.append(path)
+  return written
+
+
+def main(argv: list[str]) -> None:
+  del argv
+  if (_WORKDIR.value is None) == (_CHECKPOINT.value is None):
+    sys.exit("error: give exactly one of --workdir and --checkpoint")
+  try:
+    written = translate_files(
+        _WORKDIR.value or _CHECKPOINT.value, _INPUT.value, _OUTPUT.value, step=_STEP.value,
+        size_mode=_SIZE_MODE.value, eval_mode=_EVAL_MODE.value, seed=_SEED.value,
+        batch_size=_BATCH_SIZE.value)
+  except (FileNotFoundError, ValueError) as e:
+    sys.exit(f"error: {e}")
+  print(f"wrote {len(written)} image(s) to {_OUTPUT.value}")
+
+
+if __name__ == "__main__":
+  app.run(main)
