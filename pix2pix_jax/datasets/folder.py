@@ -86,7 +86,7 @@ def make_config(path: str, val_fraction: float = 0.1) -> FolderConfig:
     for side in ("A", "B"):
       if mode is not None and (f.parent.name == side or not paired):
         modes[side].append(mode)
-  stats = [(f, f.stat()) for f in files]
+  stats = [(f, os.lstat(f)) for f in files]  # lstat: a dangling link is reported later.
   listing = "\n".join(f"{f.relative_to(root)}\t{st.st_size}\t{st.st_mtime_ns}"
                       for f, st in stats)
   digest = hashlib.sha256(

@@ -104,8 +104,9 @@ def list_files(folder: epath.PathLike) -> list[epath.Path]:
   folder = epath.Path(folder)
   if not folder.is_dir():
     raise FileNotFoundError(f"{folder}: folder not found")
-  files = sorted((p for p in folder.iterdir() if not p.name.startswith(".") and p.is_file()),
-                 key=lambda p: natural_key(p.name))
+  # Not is_file(): a dangling link must be reported as unreadable, not left out.
+  files = [p for p in folder.iterdir() if not p.name.startswith(".") and not p.is_dir()]
+  files.sort(key=lambda p: natural_key(p.name))
   if not files:
     raise FileNotFoundError(f"{folder}: no image files in this folder")
   return files
