@@ -30,6 +30,8 @@ _MULTIHOST = flags.DEFINE_bool(
 
 def main(argv):
   del argv
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)  # Orbax and TF log every save at INFO.
   if _COORDINATOR.value is not None:
     jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   elif _MULTIHOST.value:

@@ -110,7 +110,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
     check_resume_compatible(checkpointing.restore_config(manager), config)
     abstract = checkpointing.abstract_like(jax.eval_shape(create_state), replicated)
     state = checkpointing.restore_state(manager, abstract)
-    logging.info("Resumed from step %d in %s", int(state.step), workdir)
+    if is_main:
+      print(f"Resumed from step {int(state.step)} in {workdir}", flush=True)
   else:
     state = jax.jit(create_state, out_shardings=replicated)()
   start_step = int(jax.device_get(state.step))
