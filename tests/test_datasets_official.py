@@ -2,6 +2,7 @@
 
 import functools
 import hashlib
+import importlib
 import http.server
 import io
 import tarfile
@@ -139,3 +140,14 @@ def test_download_path(loopback_server, tmp_path, monkeypatch):
   c = data_config(tmp_path / "tfds", **{"data.name": "maps"})
   _check(input_pipeline.builder(c.data), ("train", "val"))
   assert list((tmp_path / "tfds" / "downloads").glob("*/127.0.0.1_*maps*.tar.gz"))
+
+
+@pytest.mark.parametrize("name,direction,batch_size,epochs", [
+    ("facades", "BtoA", 1, 200), ("cityscapes", "BtoA", 1, 200), ("maps", "AtoB", 1, 200),
+    ("edges2shoes", "AtoB", 4, 15), ("edges2handbags", "AtoB", 4, 15),
+    ("night2day", "AtoB", 4, 17), ("folder", "AtoB", 1, 200)])
+def test_dataset_configs_carry_the_papers_settings(name, direction, batch_size, epochs):
+  c = importlib.import_module(f"configs.{name}").get_config()
+  assert c.data.name == name and c.data.direction == direction
+  assert c.batch_size == batch_size and c.n_epochs + c.n_epochs_decay == epochs
+  assert name == "folder" or name in official.NAMES
