@@ -41,6 +41,9 @@ def builder(data_config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
   manual_dir = os.path.expanduser(data_config.manual_dir) if data_config.manual_dir else None
   if manual_dir and not os.path.isdir(manual_dir):
     raise FileNotFoundError(f"data.manual_dir={manual_dir!r} is not a folder")
+  if data_config.on_bad_file not in pairs.ON_BAD_FILE:
+    raise ValueError(f"data.on_bad_file must be one of {pairs.ON_BAD_FILE}, got "
+                     f"{data_config.on_bad_file!r}")
   kwargs = dict(data_dir=data_dir, file_format=pairs.FILE_FORMAT)
   if name == "synthetic":
     b = synthetic.Pix2pixSynthetic(**kwargs)

@@ -65,6 +65,7 @@ def test_unreadable_file(tmp_path):
   assert "link.png" in str(error.value)
 
 
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # PIL warns, we refuse.
 def test_decompression_bomb_is_refused(tmp_path, monkeypatch):
   data = _folder(tmp_path / "data", "big.png", _png(100, 200))
   monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10_000)

@@ -1,6 +1,9 @@
 """The input pipeline on the embedded synthetic dataset: shapes, determinism, resume, hosts."""
 
 import itertools
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -153,5 +156,19 @@ def test_bad_config_values_are_named(synthetic_config):
     c = _config(synthetic_config, **{key: value})
     with pytest.raises(ValueError, match=key.split(".")[1]):
       next(input_pipeline.train_iterator(c))
+  with pytest.raises(ValueError, match="on_bad_file"):
+    input_pipeline.builder(_config(synthetic_config, **{"data.on_bad_file": "ignore"}).data)
   with pytest.raises(ValueError, match="Unknown data.name"):
     input_pipeline.builder(_config(synthetic_config, **{"data.name": "imagenet"}).data)
+
+
+def test_numpy_reader_never_imports_tensorflow(synthetic_config):
+  code = (
+      "import sys; import configs.default as d; from pix2pix_jax import input_pipeline as ip\n"
+      "c = d.get_config(); c.data.reader = 'numpy'; c.data.data_dir = sys.argv[1]\n"
+      "b = next(ip.train_iterator(c, start_step=3)); s = ip.sample_pairs(c, 2)\n"
+      "print(b['input'].shape, 'tensorflow' in sys.modules)")
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  out = subprocess.run([sys.executable, "-c", code, synthetic_config.data.data_dir], cwd=root,
+                       capture_output=True, text=True, check=True).stdout
+  assert out.strip().endswith("(4, 64, 64, 3) False"), out
