@@ -49,7 +49,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _at_least(loss.gan_weight, "loss.gan_weight", 0.0)
 
   multiple = 2**m.num_downs
-  if d.crop_size % multiple:
+  # Modes that crop give the network crop_size squares; the others keep each image's own
+  # size and data.size_mode pads or resizes it to a multiple of `multiple`.
+  crops = d.preprocess in ("resize_and_crop", "crop", "scale_width_and_crop")
+  if crops and d.crop_size % multiple:
     raise ConfigError(
         f"data.crop_size={d.crop_size} must be a multiple of 2**model.num_downs={multiple} "
         f"so that the U-Net's skip connections line up (e.g. {max(multiple, d.crop_size // multiple * multiple)}).")

@@ -12,6 +12,7 @@ from typing import Any
 
 from absl import logging
 import jax
+from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -99,6 +100,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
         "it is split over.")
   is_main = jax.process_index() == 0
 
+  if jax.process_count() > 1:
+    # Process 0 prepares the dataset alone; the others wait and then read it.
+    if is_main:
+      input_pipeline.builder(config.data)
+    multihost_utils.sync_global_devices("dataset prepared")
   steps_per_epoch = input_pipeline.steps_per_epoch(config)
   total_steps = train_state_lib.total_train_steps(config, steps_per_epoch)
   g_tx, d_tx = train_state_lib.make_optimizers(config, total_steps)

@@ -48,3 +48,8 @@ def test_bad_field_is_named(fields, field_named):
 def test_crop_check_only_applies_to_modes_that_crop_a_resized_image():
   config_validation.validate(
       config_with(data__crop_size=128, data__load_size=72, data__preprocess="crop"))
+
+
+def test_sizes_are_free_when_the_pipeline_fits_each_image():
+  # scale_width/none keep each image's size; data.size_mode pads or resizes it.
+  config_validation.validate(config_with(data__crop_size=60, data__preprocess="scale_width"))
