@@ -22,6 +22,7 @@ import orbax.checkpoint as ocp
 from PIL import Image
 from PIL import ImageOps
 
+import configs.default as default_config
 from pix2pix_jax import checkpointing
 from pix2pix_jax import models
 
@@ -68,18 +69,36 @@ def generator_shapes(config: ml_collections.ConfigDict) -> Variables:
   return jax.eval_shape(lambda x: generator.init(jax.random.key(0), x, train=False), x)
 
 
+def load_config(step_dir: str) -> ml_collections.ConfigDict:
+  """A checkpoint's config, on top of today's defaults (fields added since are filled in)."""
+  saved = ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(
+      os.path.join(step_dir, "config"), args=ocp.args.JsonRestore())
+  config = default_config.base_config()
+  config.update(saved)
+  return config
+
+
+def params_field(config: ml_collections.ConfigDict) -> str:
+  """The TrainState field with the weights to use: the EMA ones when training kept them.
+
+  The same rule as `pix2pix_jax.ema.params_field`.
+  """
+  return "g_ema_params" if config.model.get("ema_decay", 0.0) > 0 else "g_params"
+
+
 def load_generator(path: str, step: int | None = None
                    ) -> tuple[ml_collections.ConfigDict, Variables]:
   """The config and generator variables ({"params", "batch_stats"}) of a checkpoint.
 
   Only the generator is read: the discriminator and the optimizer states stay on disk.
+  With model.ema_decay > 0 the params are the moving average of the trained ones.
   """
   step_dir = checkpoint_step_dir(path, step)
-  config = ml_collections.ConfigDict(ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(
-      os.path.join(step_dir, "config"), args=ocp.args.JsonRestore()))
+  config = load_config(step_dir)
   shapes = generator_shapes(config)
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  wanted = {"g_params": shapes["params"]}
+  field = params_field(config)
+  wanted = {field: shapes["params"]}
   if shapes.get("batch_stats"):
     wanted["g_batch_stats"] = shapes["batch_stats"]
   wanted = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device), wanted)
@@ -87,7 +106,7 @@ def load_generator(path: str, step: int | None = None
       os.path.join(step_dir, "state"), args=ocp.args.PyTreeRestore(
           item=wanted, restore_args=ocp.checkpoint_utils.construct_restore_args(wanted),
           partial_restore=True))
-  return config, {"params": restored["g_params"],
+  return config, {"params": restored[field],
                   "batch_stats": restored.get("g_batch_stats", {})}
 
 
