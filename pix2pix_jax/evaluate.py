@@ -1,0 +1,177 @@
+"""Evaluates a generator on a dataset split: L1, PSNR, SSIM and LPIPS per image and on average.
+
+    python -m pix2pix_jax.evaluate --workdir DIR --split test --output OUT \
+        [--eval_mode] [--seed N] [--batch_size N] [--config.<field>=<value> ...]
+
+The config is the checkpoint's; `--config.` overrides change where and how the data is read
+(data.manual_dir, data.data_dir, ...), never the network's shapes. Writes OUT/metrics.json
+(means under "l1", "psnr", "ssim", "lpips"; per-image values under "images"), OUT/index.html
+(input | output | target, sortable by each metric) and the PNGs it shows under OUT/images.
+
+Outputs come from G in the paper's test mode by default (dropout on, each image's own
+BatchNorm statistics, noise fixed by --seed), or in eval mode with --eval_mode. They are
+compared with the targets at the resolution the input pipeline gives at test time (for the
+official datasets, 256x256 as the official test.py), after both are rounded to 8 bits: the
+metrics are those of the PNGs written. Conventions of each metric: `pix2pix_jax.metrics`.
+"""
+
+import json
+import os
+import re
+import sys
+from typing import Any
+
+from absl import app
+from absl import flags
+import jax
+import jax.numpy as jnp
+import ml_collections
+from ml_collections import config_flags
+import numpy as np
+from PIL import Image
+
+from pix2pix_jax import eval_report
+from pix2pix_jax import inference
+from pix2pix_jax import input_pipeline
+from pix2pix_jax import lpips as lpips_lib
+from pix2pix_jax import metrics
+from pix2pix_jax import transforms
+
+METRICS_FILE = "metrics.json"
+HTML_FILE = "index.html"
+IMAGES_DIR = "images"
+
+
+def _file_stem(index: int, name: str) -> str:
+  """A safe, unique file-name stem for example `index` called `name`."""
+  stem = os.path.splitext(os.path.basename(str(name)))[0]
+  return f"{index:05d}_" + (re.sub(r"[^A-Za-z0-9._-]+", "_", stem)[:60] or "image")
+
+
+def _json_number(x: float) -> float | None:
+  """JSON has no infinity: +inf (PSNR of an exact match) is written as null."""
+  return float(x) if np.isfinite(x) else None
+
+
+def _save_png(image: np.ndarray, path: str) -> None:
+  Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(path)
+
+
+def evaluate(config: ml_collections.ConfigDict, variables: inference.Variables, split: str,
+             output_dir: str, *, eval_mode: bool = False, seed: int = 0, batch_size: int = 8,
+             lpips_params: Any = None) -> dict[str, Any]:
+  """Writes metrics.json, index.html and images/ into `output_dir`; returns the JSON dict."""
+  generate = inference.make_generate_fn(config, eval_mode)
+  lpips_params = lpips_lib.load_params() if lpips_params is None else lpips_params
+  spec = input_pipeline.spec(config)
+  os.makedirs(os.path.join(output_dir, IMAGES_DIR), exist_ok=True)
+  records: list[dict[str, Any]] = []
+  index = 0
+  for batch in input_pipeline.eval_iterator(config, split, batch_size):
+    n = len(batch["name"])
+    keys = inference.image_keys(seed, range(index, index + n))
+    fake = np.asarray(generate(variables, jnp.asarray(batch["input"]), keys))
+    for k in range(n):
+      if not batch["mask"][k]:
+        continue  # A copy that fills the last batch.
+      shape = tuple(int(s) for s in batch["shape"][k])
+      x, y, out = (inference.to_uint8(transforms.restore(a[k], shape, spec))
+                   for a in (batch["input"], batch["target"], fake))
+      values = metrics.all_metrics(inference.to_float(out)[None], inference.to_float(y)[None],
+                                   lpips_params)
+      stem = _file_stem(index + k, batch["name"][k])
+      record: dict[str, Any] = {"index": index + k, "name": str(batch["name"][k])}
+      for role, image in (("input", x), ("output", out), ("target", y)):
+        record[role] = f"{IMAGES_DIR}/{stem}_{role}.png"
+        _save_png(image, os.path.join(output_dir, record[role]))
+      record.update({m: float(jax.device_get(values[m])[0]) for m in metrics.METRICS})
+      records.append(record)
+    index += n
+  if not records:
+    raise ValueError(f"split {split!r} of {config.data.name} has no examples")
+
+  means = {m: float(np.mean([r[m] for r in records])) for m in metrics.METRICS}
+  result: dict[str, Any] = {m: _json_number(means[m]) for m in metrics.METRICS}
+  result.update(
+      split=split, dataset=config.data.name, num_images=len(records),
+      mode="eval (no dropout, running BatchNorm averages)" if eval_mode else
+      f"test (the paper's: dropout on, per-image BatchNorm statistics, seed {seed})",
+      conventions={
+          "l1": "mean |output - target| on [-1, 1] images (the scale of the L1 objective)",
+          "psnr": "dB on [0, 1] images (data range 1); null = infinite (exact match)",
+          "ssim": "Gaussian 11x11, sigma 1.5, K1 0.01, K2 0.03, on [0, 1], channel mean",
+          "lpips": "AlexNet LPIPS v0.1 (lower is closer)",
+          "images": "outputs and targets rounded to 8 bits, as the PNGs",
+          "fid": "not computed: a set statistic needing Inception weights; unreliable on "
+                 "test sets of ~100 images"},
+      images=[{k: (_json_number(v) if k in metrics.METRICS else v) for k, v in r.items()}
+              for r in records])
+  with open(os.path.join(output_dir, METRICS_FILE), "w") as f:
+    json.dump(result, f, indent=1, allow_nan=False)
+  page = eval_report.render(
+      f"pix2pix {config.data.name} / {split}: {len(records)} images",
+      {m: result[m] for m in metrics.METRICS}, metrics.HIGHER_IS_BETTER, result["images"],
+      notes=[result["mode"]] + [f"{m}: {result['conventions'][m]}" for m in metrics.METRICS])
+  with open(os.path.join(output_dir, HTML_FILE), "w") as f:
+    f.write(page)
+  return result
+
+
+def check_same_architecture(saved: ml_collections.ConfigDict,
+                            requested: ml_collections.ConfigDict) -> None:
+  """Refuses overrides that change the generator's variables (they would not load)."""
+  shapes = lambda c: jax.tree.map(lambda s: (s.shape, s.dtype),
+                                  inference.generator_shapes(c))
+  if shapes(saved) != shapes(requested):
+    raise ValueError("--config.model.* overrides change the generator's shapes; the checkpoint "
+                     "was trained with the architecture in its config")
+
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir (uses its latest checkpoint).")
+_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "A checkpoints folder or a step folder.")
+_STEP = flags.DEFINE_integer("step", None, "Checkpoint step; default the latest.")
+_SPLIT = flags.DEFINE_string("split", "test", "Dataset split to evaluate.")
+_OUTPUT = flags.DEFINE_string("output", None, "Folder for metrics.json, index.html, images/.")
+_EVAL_MODE = flags.DEFINE_bool("eval_mode", False,
+                               "Deterministic: no dropout, BatchNorm running averages.")
+_SEED = flags.DEFINE_integer("seed", 0, "Dropout noise seed (the default test mode).")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 8, "Images per generator call.")
+
+
+def _step_dir() -> str:
+  if (_WORKDIR.value is None) == (_CHECKPOINT.value is None):
+    raise ValueError("give exactly one of --workdir and --checkpoint")
+  return inference.checkpoint_step_dir(_WORKDIR.value or _CHECKPOINT.value, _STEP.value)
+
+
+def main(argv: list[str]) -> None:
+  del argv
+  if _OUTPUT.value is None:
+    sys.exit("error: --output is required")
+  try:
+    step_dir = _step_dir()
+    config, variables = inference.load_generator(step_dir)
+    requested = flags.FLAGS["config"].value
+    check_same_architecture(config, requested)
+    result = evaluate(requested, variables, _SPLIT.value, _OUTPUT.value,
+                      eval_mode=_EVAL_MODE.value, seed=_SEED.value,
+                      batch_size=_BATCH_SIZE.value)
+  except (FileNotFoundError, KeyError, ValueError) as e:
+    sys.exit(f"error: {e}")
+  print(json.dumps({m: result[m] for m in metrics.METRICS} | {"images": result["num_images"]}))
+  print(f"wrote {os.path.join(_OUTPUT.value, HTML_FILE)}")
+
+
+def run(argv: list[str]) -> None:
+  """Reads the checkpoint's config first, so that --config.<field> overrides it."""
+  flags.FLAGS(argv, known_only=True)
+  try:
+    config = inference.load_config(_step_dir())
+  except (FileNotFoundError, ValueError) as e:
+    sys.exit(f"error: {e}")
+  config_flags.DEFINE_config_dict("config", config, "The checkpoint's config (overridable).")
+  app.run(main, argv)
+
+
+if __name__ == "__main__":
+  run(sys.argv)
