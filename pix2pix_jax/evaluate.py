@@ -30,6 +30,7 @@ from ml_collections import config_flags
 import numpy as np
 from PIL import Image
 
+import configs.default as default_config
 from pix2pix_jax import eval_report
 from pix2pix_jax import inference
 from pix2pix_jax import input_pipeline
@@ -127,48 +128,50 @@ def check_same_architecture(saved: ml_collections.ConfigDict,
                      "was trained with the architecture in its config")
 
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir (uses its latest checkpoint).")
-_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "A checkpoints folder or a step folder.")
-_STEP = flags.DEFINE_integer("step", None, "Checkpoint step; default the latest.")
-_SPLIT = flags.DEFINE_string("split", "test", "Dataset split to evaluate.")
-_OUTPUT = flags.DEFINE_string("output", None, "Folder for metrics.json, index.html, images/.")
-_EVAL_MODE = flags.DEFINE_bool("eval_mode", False,
-                               "Deterministic: no dropout, BatchNorm running averages.")
-_SEED = flags.DEFINE_integer("seed", 0, "Dropout noise seed (the default test mode).")
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 8, "Images per generator call.")
+def define_flags() -> None:
+  """Flags are defined only when run as a program, so that the module imports cleanly."""
+  flags.DEFINE_string("workdir", None, "Training workdir (uses its latest checkpoint).")
+  flags.DEFINE_string("checkpoint", None, "A checkpoints folder or a step folder.")
+  flags.DEFINE_integer("step", None, "Checkpoint step; default the latest.")
+  flags.DEFINE_string("split", "test", "Dataset split to evaluate.")
+  flags.DEFINE_string("output", None, "Folder for metrics.json, index.html, images/.")
+  flags.DEFINE_bool("eval_mode", False, "Deterministic: no dropout, BatchNorm running averages.")
+  flags.DEFINE_integer("seed", 0, "Dropout noise seed (the default test mode).")
+  flags.DEFINE_integer("batch_size", 8, "Images per generator call.")
 
 
 def _step_dir() -> str:
-  if (_WORKDIR.value is None) == (_CHECKPOINT.value is None):
+  f = flags.FLAGS
+  if (f.workdir is None) == (f.checkpoint is None):
     raise ValueError("give exactly one of --workdir and --checkpoint")
-  return inference.checkpoint_step_dir(_WORKDIR.value or _CHECKPOINT.value, _STEP.value)
+  return inference.checkpoint_step_dir(f.workdir or f.checkpoint, f.step)
 
 
 def main(argv: list[str]) -> None:
   del argv
-  if _OUTPUT.value is None:
+  f = flags.FLAGS
+  if f.output is None:
     sys.exit("error: --output is required")
   try:
-    step_dir = _step_dir()
-    config, variables = inference.load_generator(step_dir)
-    requested = flags.FLAGS["config"].value
-    check_same_architecture(config, requested)
-    result = evaluate(requested, variables, _SPLIT.value, _OUTPUT.value,
-                      eval_mode=_EVAL_MODE.value, seed=_SEED.value,
-                      batch_size=_BATCH_SIZE.value)
+    config, variables = inference.load_generator(_step_dir())
+    check_same_architecture(config, f.config)
+    result = evaluate(f.config, variables, f.split, f.output, eval_mode=f.eval_mode,
+                      seed=f.seed, batch_size=f.batch_size)
   except (FileNotFoundError, KeyError, ValueError) as e:
     sys.exit(f"error: {e}")
   print(json.dumps({m: result[m] for m in metrics.METRICS} | {"images": result["num_images"]}))
-  print(f"wrote {os.path.join(_OUTPUT.value, HTML_FILE)}")
-
+  print(f"wrote {os.path.join(f.output, HTML_FILE)}")
 
 def run(argv: list[str]) -> None:
   """Reads the checkpoint's config first, so that --config.<field> overrides it."""
+  define_flags()
   flags.FLAGS(argv, known_only=True)
-  try:
-    config = inference.load_config(_step_dir())
-  except (FileNotFoundError, ValueError) as e:
-    sys.exit(f"error: {e}")
+  config = default_config.base_config()  # Without a checkpoint: for --help; main() refuses.
+  if flags.FLAGS.workdir is not None or flags.FLAGS.checkpoint is not None:
+    try:
+      config = inference.load_config(_step_dir())
+    except (FileNotFoundError, ValueError) as e:
+      sys.exit(f"error: {e}")
   config_flags.DEFINE_config_dict("config", config, "The checkpoint's config (overridable).")
   app.run(main, argv)
 

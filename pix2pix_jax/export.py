@@ -118,27 +118,29 @@ def export_all(checkpoint: str, output_dir: str, *, step: int | None = None,
   return info
 
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir (uses its latest checkpoint).")
-_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "A checkpoints folder or a step folder.")
-_STEP = flags.DEFINE_integer("step", None, "Checkpoint step; default the latest.")
-_OUTPUT = flags.DEFINE_string("output", None, "Folder for the exported artifacts.",
-                              required=True)
-_FORMAT = flags.DEFINE_enum("format", "both", FORMATS, "What to export.")
-_SIZE = flags.DEFINE_integer("size", None, "SavedModel image side; default data.crop_size.")
-_PLATFORMS = flags.DEFINE_list("platforms", list(PLATFORMS), "StableHLO target platforms.")
+def define_flags() -> None:
+  """Flags are defined only when run as a program, so that the module imports cleanly."""
+  flags.DEFINE_string("workdir", None, "Training workdir (uses its latest checkpoint).")
+  flags.DEFINE_string("checkpoint", None, "A checkpoints folder or a step folder.")
+  flags.DEFINE_integer("step", None, "Checkpoint step; default the latest.")
+  flags.DEFINE_string("output", None, "Folder for the exported artifacts.", required=True)
+  flags.DEFINE_enum("format", "both", FORMATS, "What to export.")
+  flags.DEFINE_integer("size", None, "SavedModel image side; default data.crop_size.")
+  flags.DEFINE_list("platforms", list(PLATFORMS), "StableHLO target platforms.")
 
 
 def main(argv: list[str]) -> None:
   del argv
-  if (_WORKDIR.value is None) == (_CHECKPOINT.value is None):
+  f = flags.FLAGS
+  if (f.workdir is None) == (f.checkpoint is None):
     sys.exit("error: give exactly one of --workdir and --checkpoint")
   try:
-    info = export_all(_WORKDIR.value or _CHECKPOINT.value, _OUTPUT.value, step=_STEP.value,
-                      export_format=_FORMAT.value, size=_SIZE.value, platforms=_PLATFORMS.value)
+    info = export_all(f.workdir or f.checkpoint, f.output, step=f.step, export_format=f.format,
+                      size=f.size, platforms=f.platforms)
   except (FileNotFoundError, ValueError) as e:
     sys.exit(f"error: {e}")
   print(json.dumps(info["artifacts"], indent=2))
 
-
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

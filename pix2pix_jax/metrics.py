@@ -77,7 +77,9 @@ def ssim_map(a: jax.Array, b: jax.Array) -> jax.Array:
   var_y = _filter_valid(y * y, g) - mu_y**2
   cov = _filter_valid(x * y, g) - mu_x * mu_y
   c1, c2 = SSIM_K1**2, SSIM_K2**2
-  return ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
+  luminance = (2 * mu_x * mu_y + c1) / (mu_x**2 + mu_y**2 + c1)
+  contrast_structure = (2 * cov + c2) / (var_x + var_y + c2)
+  return luminance * contrast_structure
 
 
 @jax.jit

@@ -244,34 +244,36 @@ def convert(g_pth: str, output: str, config: ml_collections.ConfigDict, *,
   return os.path.join(checkpointing.checkpoint_dir(output), "0")
 
 
-_CONFIG = config_flags.DEFINE_config_dict(
-    "config", default_config.base_config(),
-    "Non-architecture settings to store with the checkpoint (data.*, loss.*, ...).")
-_PTH = flags.DEFINE_string("pth", None, "The official generator, e.g. latest_net_G.pth.",
-                           required=True)
-_PTH_D = flags.DEFINE_string("pth_d", None, "Optional: the discriminator, latest_net_D.pth.")
-_OUTPUT = flags.DEFINE_string("output", None, "Workdir to write checkpoints/0 into.",
-                              required=True)
-_NET_G = flags.DEFINE_string("netG", None, "Checked against the checkpoint: unet_256, unet_128.")
-_NORM = flags.DEFINE_enum("norm", None, ["batch", "instance", "none"], "Checked, like --netG.")
-_NET_D = flags.DEFINE_enum("netD", "basic", ["basic", "n_layers", "pixel"], "The official netD.")
-_N_LAYERS_D = flags.DEFINE_integer("n_layers_D", 3, "Layers of an n_layers discriminator.")
-_NDF = flags.DEFINE_integer("ndf", 64, "Discriminator width.")
-_NO_DROPOUT = flags.DEFINE_bool("no_dropout", False, "The model was trained with --no_dropout.")
+def define_flags() -> None:
+  """Flags are defined only when run as a program, so that the module imports cleanly."""
+  config_flags.DEFINE_config_dict(
+      "config", default_config.base_config(),
+      "Non-architecture settings to store with the checkpoint (data.*, loss.*, ...).")
+  flags.DEFINE_string("pth", None, "The official generator, e.g. latest_net_G.pth.",
+                      required=True)
+  flags.DEFINE_string("pth_d", None, "Optional: the discriminator, latest_net_D.pth.")
+  flags.DEFINE_string("output", None, "Workdir to write checkpoints/0 into.",
+                      required=True)
+  flags.DEFINE_string("netG", None, "Checked against the checkpoint: unet_256, unet_128.")
+  flags.DEFINE_enum("norm", None, ["batch", "instance", "none"], "Checked, like --netG.")
+  flags.DEFINE_enum("netD", "basic", ["basic", "n_layers", "pixel"], "The official netD.")
+  flags.DEFINE_integer("n_layers_D", 3, "Layers of an n_layers discriminator.")
+  flags.DEFINE_integer("ndf", 64, "Discriminator width.")
+  flags.DEFINE_bool("no_dropout", False, "The model was trained with --no_dropout.")
 
 
 def main(argv: list[str]) -> None:
   del argv
+  f = flags.FLAGS
   try:
-    step_dir = convert(_PTH.value, _OUTPUT.value, _CONFIG.value, d_pth=_PTH_D.value,
-                       net_g=_NET_G.value, norm=_NORM.value, net_d=_NET_D.value,
-                       n_layers_d=_N_LAYERS_D.value, ndf=_NDF.value,
-                       no_dropout=_NO_DROPOUT.value)
+    step_dir = convert(f.pth, f.output, f.config, d_pth=f.pth_d, net_g=f.netG, norm=f.norm,
+                       net_d=f.netD, n_layers_d=f.n_layers_D, ndf=f.ndf,
+                       no_dropout=f.no_dropout)
   except (ConversionError, torch_pth.PthFormatError, torch_pth.safe_unpickle.UnsafePickleError,
           FileNotFoundError) as e:
     sys.exit(f"error: {e}")
   print(f"wrote {step_dir}")
 
-
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

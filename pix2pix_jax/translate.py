@@ -22,20 +22,6 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".
 # Files read and translated at a time, so that a large folder does not fill the memory.
 CHUNK = 64
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir (uses its latest checkpoint).")
-_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "A checkpoints folder or a step folder.")
-_STEP = flags.DEFINE_integer("step", None, "Checkpoint step; default the latest.")
-_INPUT = flags.DEFINE_string("input", None, "An image file or a folder of images.", required=True)
-_OUTPUT = flags.DEFINE_string("output", None, "Folder for the PNG outputs.", required=True)
-_SIZE_MODE = flags.DEFINE_enum("size_mode", "pad", inference.SIZE_MODES,
-                               "pad: reflect-pad to a multiple of 2**num_downs and crop back; "
-                               "resize: resize to the training size and back.")
-_EVAL_MODE = flags.DEFINE_bool("eval_mode", False,
-                               "Deterministic: no dropout, BatchNorm running averages.")
-_SEED = flags.DEFINE_integer("seed", 0, "Dropout noise seed (the default test mode).")
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 8, "Images per generator call.")
-
-
 def list_inputs(path: str) -> list[str]:
   if os.path.isfile(path):
     return [path]
@@ -88,19 +74,35 @@ def translate_files(checkpoint: str, input_path: str, output_dir: str, *, step: 
   return written
 
 
+def define_flags() -> None:
+  """Flags are defined only when run as a program, so that the module imports cleanly."""
+  flags.DEFINE_string("workdir", None, "Training workdir (uses its latest checkpoint).")
+  flags.DEFINE_string("checkpoint", None, "A checkpoints folder or a step folder.")
+  flags.DEFINE_integer("step", None, "Checkpoint step; default the latest.")
+  flags.DEFINE_string("input", None, "An image file or a folder of images.", required=True)
+  flags.DEFINE_string("output", None, "Folder for the PNG outputs.", required=True)
+  flags.DEFINE_enum("size_mode", "pad", inference.SIZE_MODES,
+                    "pad: reflect-pad to a multiple of 2**num_downs and crop back; "
+                    "resize: resize to the training size and back.")
+  flags.DEFINE_bool("eval_mode", False, "Deterministic: no dropout, BatchNorm running averages.")
+  flags.DEFINE_integer("seed", 0, "Dropout noise seed (the default test mode).")
+  flags.DEFINE_integer("batch_size", 8, "Images per generator call.")
+
+
 def main(argv: list[str]) -> None:
   del argv
-  if (_WORKDIR.value is None) == (_CHECKPOINT.value is None):
+  f = flags.FLAGS
+  if (f.workdir is None) == (f.checkpoint is None):
     sys.exit("error: give exactly one of --workdir and --checkpoint")
   try:
     written = translate_files(
-        _WORKDIR.value or _CHECKPOINT.value, _INPUT.value, _OUTPUT.value, step=_STEP.value,
-        size_mode=_SIZE_MODE.value, eval_mode=_EVAL_MODE.value, seed=_SEED.value,
-        batch_size=_BATCH_SIZE.value)
+        f.workdir or f.checkpoint, f.input, f.output, step=f.step, size_mode=f.size_mode,
+        eval_mode=f.eval_mode, seed=f.seed, batch_size=f.batch_size)
   except (FileNotFoundError, ValueError) as e:
     sys.exit(f"error: {e}")
-  print(f"wrote {len(written)} image(s) to {_OUTPUT.value}")
+  print(f"wrote {len(written)} image(s) to {f.output}")
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -81,8 +81,8 @@ def test_evaluate_cli_with_config_overrides(trained_workdir, synthetic_config, t
   _check_outputs(str(out), saved, num_images=100)
 
 
-def test_evaluate_facades_test_split(trained_workdir, facades_builder, tfds_dir,  # pylint: disable=unused-argument
-                                     lpips_params, tmp_path):
+@pytest.mark.usefixtures("facades_builder")  # Prepares facades in tfds_dir (or skips).
+def test_evaluate_facades_test_split(trained_workdir, tfds_dir, lpips_params, tmp_path):
   """The real facades test split (106 pairs) from the shared archive."""
   config, variables = inference.load_generator(trained_workdir)
   config.data.name = "facades"
