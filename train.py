@@ -1,10 +1,15 @@
 """Trains pix2pix: `python train.py --config configs/<name>.py --workdir DIR [--config.<field>=<value> ...]`.
 
-Rerunning the same command resumes from the latest checkpoint in --workdir. On several hosts,
-run it on each; `jax.distributed.initialize()` finds the others on TPU pods and SLURM, or is
-told with --coordinator_address/--num_processes/--process_id.
+Rerunning the same command resumes from the latest checkpoint in --workdir. SIGTERM or
+Ctrl-C saves a checkpoint at the current step and exits (a second one exits at once); the
+message says which command resumes. On several hosts, run it on each;
+`jax.distributed.initialize()` finds the others on TPU pods and SLURM, or is told with
+--coordinator_address/--num_processes/--process_id.
 """
 
+import os
+import re
+import shlex
 import sys
 
 from absl import app
@@ -14,10 +19,32 @@ import jax
 from ml_collections import config_flags
 
 from pix2pix_jax import config_validation
+from pix2pix_jax import preemption
 from pix2pix_jax import trainer
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", "configs/default.py", "Training configuration file.", lock_config=True)
+_DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs",
+                               "default.py")
+
+
+def _unknown_field_message(error: Exception, argv: list[str]) -> str:
+  """ml_collections' KeyError/AttributeError for `--config.a.nope=1`, as one clear line."""
+  while error.args and isinstance(error.args[0], BaseException):
+    error = error.args[0]
+  text = str(error.args[0]) if error.args else str(error)
+  key, _, hint = text.partition("\n")
+  key = key.strip("'\"")
+  overrides = [m.group(1) for a in argv
+               if (m := re.match(r"^--?config\.([\w.]+)", a)) and key in m.group(1).split(".")]
+  field = overrides[0] if overrides else key
+  return (f"error: --config.{field}: the config has no field {field!r}. {hint.strip()} "
+          "Each --config.<field> must name a field of the config file.").replace("  ", " ")
+
+
+try:
+  _CONFIG = config_flags.DEFINE_config_file(
+      "config", _DEFAULT_CONFIG, "Training configuration file.", lock_config=True)
+except (AttributeError, KeyError) as e:  # Overrides of the default config apply right here.
+  sys.exit(_unknown_field_message(e, sys.argv))
 _WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, summaries and samples go here.",
                                required=True)
 _COORDINATOR = flags.DEFINE_string(
@@ -40,9 +67,23 @@ def main(argv):
                jax.process_count())
   try:
     trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-  except (config_validation.ConfigError, trainer.NonFiniteLossError) as e:
+  except (config_validation.ConfigError, trainer.NonFiniteLossError,
+          trainer.OutOfMemoryError) as e:
     sys.exit(f"error: {e}")
+  except preemption.Preempted as e:
+    command = shlex.join([os.path.basename(sys.executable), *sys.argv])
+    print(f"{e}. To resume, run the same command again:\n  {command}", file=sys.stderr,
+          flush=True)
+    sys.exit(e.exit_code)
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl's parsing, plus a clear message for `--config <file> --config.<unknown>=...`."""
+  try:
+    return flags.FLAGS(argv)
+  except (AttributeError, KeyError) as e:
+    sys.exit(_unknown_field_message(e, argv))
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)

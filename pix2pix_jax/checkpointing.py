@@ -3,8 +3,11 @@
 `<workdir>/checkpoints/<step>/{state,config}`: the state (both networks, BatchNorm
 statistics, both Adam states, step, rng) restores onto the devices with the shardings asked
 for; the config lets inference rebuild the networks without being told their shapes.
-Saves are asynchronous; orbax writes into a temporary folder and renames it when complete,
-so an interrupted save is never taken for the latest checkpoint.
+Saves are asynchronous; orbax writes into `<step>.orbax-checkpoint-tmp` and renames it to
+`<step>` when complete, so a save interrupted at any point (even by SIGKILL) is never taken
+for the latest checkpoint; old checkpoints beyond max_to_keep are deleted only after the new
+one is renamed into place, and leftover temporary folders are removed when a manager opens
+the folder again.
 """
 
 import os
@@ -27,9 +30,13 @@ def make_manager(workdir: str, max_to_keep: int = 3, async_save: bool = True,
                  read_only: bool = False) -> ocp.CheckpointManager:
   options = ocp.CheckpointManagerOptions(
       max_to_keep=max_to_keep, create=not read_only, read_only=read_only,
-      enable_async_checkpointing=async_save)
-  return ocp.CheckpointManager(checkpoint_dir(workdir), options=options,
-                               item_names=("state", "config"))
+      enable_async_checkpointing=async_save, cleanup_tmp_directories=not read_only)
+  # Registered handlers (rather than bare item names) let `state_metadata` read shapes
+  # without restoring anything.
+  return ocp.CheckpointManager(
+      checkpoint_dir(workdir), options=options,
+      item_handlers={"state": ocp.StandardCheckpointHandler(),
+                     "config": ocp.JsonCheckpointHandler()})
 
 
 def save(manager: ocp.CheckpointManager, state: TrainState,
@@ -59,3 +66,9 @@ def restore_config(manager: ocp.CheckpointManager, step: int | None = None
   step = manager.latest_step() if step is None else step
   restored = manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
   return ml_collections.ConfigDict(restored["config"])
+
+
+def state_metadata(manager: ocp.CheckpointManager, step: int | None = None) -> Any:
+  """The saved state's tree of array metadata (shape, dtype), read without restoring it."""
+  step = manager.latest_step() if step is None else step
+  return manager.item_metadata(step)["state"]

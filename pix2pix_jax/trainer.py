@@ -3,12 +3,17 @@
 Rerunning with the same workdir resumes from the latest checkpoint: the state (Adam moments
 included) is restored, and the input pipeline starts at the restored step, so the run sees
 the batches it would have seen without the interruption.
+
+A SIGTERM or SIGINT (or, on several hosts, JAX's preemption sync point) makes the loop save
+a checkpoint at the step it is at and raise `preemption.Preempted`; a crash or SIGKILL at
+any moment leaves the previous complete checkpoint to resume from (see checkpointing).
 """
 
+import contextlib
 import functools
 import os
 import time
-from typing import Any
+from typing import Any, Iterator
 
 from absl import logging
 import jax
@@ -22,6 +27,7 @@ from pix2pix_jax import checkpointing
 from pix2pix_jax import config_validation
 from pix2pix_jax import input_pipeline
 from pix2pix_jax import models
+from pix2pix_jax import preemption
 from pix2pix_jax import sharding
 from pix2pix_jax import summaries
 from pix2pix_jax import train_state as train_state_lib
@@ -30,11 +36,16 @@ from pix2pix_jax import train_step as train_step_lib
 # Config fields that decide the shapes in a checkpoint: a resume must not change them.
 ARCHITECTURE_FIELDS = ("model.generator", "model.input_nc", "model.output_nc", "model.ngf",
                        "model.ndf", "model.num_downs", "model.n_layers_d", "model.norm",
-                       "model.conditional_d")
+                       "model.conditional_d", "model.num_d", "model.spectral_norm_d")
+_ABSENT = "<absent>"  # A field the older (or newer) config does not have.
 
 
 class NonFiniteLossError(RuntimeError):
   """Raised with nan_policy=stop; the state was not updated by the bad step."""
+
+
+class OutOfMemoryError(RuntimeError):
+  """The first step (or the initial state) did not fit in device memory."""
 
 
 def ensure_writable_workdir(workdir: str) -> None:
@@ -49,10 +60,40 @@ def ensure_writable_workdir(workdir: str) -> None:
         f"--workdir {workdir} cannot be written to ({e.strerror}); choose a folder you can write.")
 
 
-def _lookup(config: Any, dotted: str) -> Any:
+def check_data_paths(config: ml_collections.ConfigDict) -> None:
+  """Names the data field whose folder is missing, before anything is built or compiled."""
+  d = config.data
+  if d.name == "folder" and not d.path:
+    raise config_validation.ConfigError(
+        "data.name='folder' needs data.path, the folder holding your image pairs.")
+  for field in ("path", "manual_dir"):
+    value = d.get(field, "")
+    if value and not os.path.isdir(os.path.expanduser(value)):
+      what = "does not exist" if not os.path.exists(os.path.expanduser(value)) else (
+          "is not a folder")
+      raise config_validation.ConfigError(f"data.{field}={value!r} {what}.")
+
+
+def _lookup(config: dict[str, Any], dotted: str) -> Any:
   for part in dotted.split("."):
-    config = config.get(part) if isinstance(config, dict) else config[part]
+    if not isinstance(config, dict) or part not in config:
+      return _ABSENT
+    config = config[part]
   return config
+
+
+def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+  flat = {}
+  for key, value in config.items():
+    if isinstance(value, dict):
+      flat.update(_flatten(value, f"{prefix}{key}."))
+    else:
+      flat[f"{prefix}{key}"] = value
+  return flat
+
+
+def _describe(diffs: list[str]) -> str:
+  return "; ".join(diffs) + ". Use another --workdir, or the checkpoint's settings."
 
 
 def check_resume_compatible(saved: ml_collections.ConfigDict,
@@ -65,7 +106,85 @@ def check_resume_compatible(saved: ml_collections.ConfigDict,
   if diffs:
     raise config_validation.ConfigError(
         "the checkpoint in the workdir was trained with a different architecture: "
-        + "; ".join(diffs) + ". Use another --workdir or the checkpoint's settings.")
+        + _describe(diffs))
+
+
+def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
+  """{"g_params/down_0/kernel": shape} for a state or orbax's metadata of one."""
+  def name(entry) -> str:
+    for attr in ("key", "name", "idx"):
+      if hasattr(entry, attr):
+        return str(getattr(entry, attr))
+    return str(entry)
+  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+  return {"/".join(name(e) for e in path): tuple(leaf.shape) for path, leaf in leaves}
+
+
+def check_state_shapes(saved_metadata: Any, abstract_state: Any,
+                       saved: ml_collections.ConfigDict,
+                       requested: ml_collections.ConfigDict) -> None:
+  """Catches any config change that alters the state's arrays, named field or not.
+
+  ARCHITECTURE_FIELDS names the usual culprits; this compares the arrays themselves so a
+  field added later (or an optimizer change) cannot slip through into a cryptic orbax
+  error. The message lists the config fields that differ from the checkpoint's.
+  """
+  have, want = _shapes(saved_metadata), _shapes(abstract_state)
+  arrays = [f"{k} (checkpoint {have.get(k, 'missing')}, config {want.get(k, 'missing')})"
+            for k in sorted(set(have) | set(want)) if have.get(k) != want.get(k)]
+  if not arrays:
+    return
+  saved_flat, requested_flat = _flatten(saved.to_dict()), _flatten(requested.to_dict())
+  fields = [f"{f} (checkpoint {saved_flat.get(f, _ABSENT)!r}, "
+            f"config {requested_flat.get(f, _ABSENT)!r})"
+            for f in sorted(set(saved_flat) | set(requested_flat))
+            if saved_flat.get(f, _ABSENT) != requested_flat.get(f, _ABSENT)]
+  raise config_validation.ConfigError(
+      f"the checkpoint in the workdir holds arrays of other shapes than this config makes "
+      f"({len(arrays)} differ, e.g. {arrays[0]}); config fields that differ from the "
+      f"checkpoint's: " + _describe(fields or ["none"]))
+
+
+def _is_out_of_memory(error: Exception) -> bool:
+  text = str(error)
+  return "RESOURCE_EXHAUSTED" in text or "out of memory" in text.lower()
+
+
+@contextlib.contextmanager
+def _hint_out_of_memory(config: ml_collections.ConfigDict, what: str) -> Iterator[None]:
+  """Turns XLA's out-of-memory error into one that says which fields to lower."""
+  try:
+    yield
+  except jax.errors.JaxRuntimeError as e:
+    if not _is_out_of_memory(e):
+      raise
+    per_device = config.batch_size // max(jax.device_count(), 1)
+    first_line = str(e).strip().splitlines()[0]
+    raise OutOfMemoryError(
+        f"out of memory while {what} on {jax.devices()[0].device_kind} "
+        f"(batch_size={config.batch_size}, i.e. {per_device} per device; "
+        f"data.crop_size={config.data.crop_size}; model.ngf={config.model.ngf}, "
+        f"model.ndf={config.model.ndf}; model.dtype={config.model.dtype}). Lower batch_size "
+        "or data.crop_size (or ngf/ndf), use model.dtype=bfloat16, or spread the batch over "
+        f"more devices. XLA said: {first_line}") from e
+
+
+def _raise_if_stopping_on_nonfinite(config: ml_collections.ConfigDict,
+                                    pending: list[dict[str, jax.Array]], first_step: int,
+                                    last_checkpoint: int | None) -> None:
+  """With nan_policy=stop, raises before a bad step can be logged past or checkpointed."""
+  if config.nan_policy != "stop" or not pending:
+    return
+  bad_steps = _nonfinite(pending, first_step)
+  if bad_steps:
+    bad_step, bad = bad_steps[0]
+    kept = (f"the last checkpoint (step {last_checkpoint}) is kept"
+            if last_checkpoint is not None else "no checkpoint had been written yet")
+    raise NonFiniteLossError(
+        f"step {bad_step} had a non-finite loss or gradient (G_loss={bad['G_loss']}, "
+        f"D_loss={bad.get('D_loss', 'n/a')}); stopped (nan_policy=stop) with the state as it "
+        f"was before that step, and {kept}. Lower the learning rate or check the data; "
+        "nan_policy=skip skips such steps instead.")
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -82,16 +201,23 @@ def _mean_metrics(pending: list[dict[str, jax.Array]]) -> dict[str, float]:
   return {k: float(np.mean([m[k] for m in stacked])) for k in stacked[0]}
 
 
-def _first_nonfinite(pending: list[dict[str, jax.Array]], first_step: int) -> tuple[int, dict]:
-  for i, m in enumerate(jax.device_get(pending)):
-    if not m["finite"]:
-      return first_step + i, m
-  raise ValueError("no non-finite step")
+def _nonfinite(pending: list[dict[str, jax.Array]], first_step: int) -> list[tuple[int, dict]]:
+  """(step, metrics) of each step in `pending` (the first being `first_step`) that was skipped."""
+  return [(first_step + i, m) for i, m in enumerate(jax.device_get(pending))
+          if not m["finite"]]
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train_state_lib.TrainState:
-  """Trains until config's last step (resuming if `workdir` has a checkpoint); returns the state."""
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       stop: preemption.StopRequest | None = None
+                       ) -> train_state_lib.TrainState:
+  """Trains until config's last step (resuming if `workdir` has a checkpoint); returns the state.
+
+  `stop` decides when to save and leave early (default: SIGTERM/SIGINT, or the hosts'
+  preemption sync point); it then raises `preemption.Preempted` once the checkpoint is on
+  disk.
+  """
   config_validation.validate(config)
+  check_data_paths(config)
   ensure_writable_workdir(workdir)
   mesh = sharding.make_mesh()
   if config.batch_size % jax.device_count():
@@ -113,13 +239,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
 
   manager = checkpointing.make_manager(workdir, config.keep_checkpoints)
   if manager.latest_step() is not None:
-    check_resume_compatible(checkpointing.restore_config(manager), config)
+    saved_config = checkpointing.restore_config(manager)
+    check_resume_compatible(saved_config, config)
     abstract = checkpointing.abstract_like(jax.eval_shape(create_state), replicated)
-    state = checkpointing.restore_state(manager, abstract)
+    check_state_shapes(checkpointing.state_metadata(manager), abstract, saved_config, config)
+    with _hint_out_of_memory(config, "restoring the checkpoint"):
+      state = checkpointing.restore_state(manager, abstract)
     if is_main:
       print(f"Resumed from step {int(state.step)} in {workdir}", flush=True)
   else:
-    state = jax.jit(create_state, out_shardings=replicated)()
+    with _hint_out_of_memory(config, "creating the initial state"):
+      state = jax.jit(create_state, out_shardings=replicated)()
+      jax.block_until_ready(state)
   start_step = int(jax.device_get(state.step))
 
   train_step = train_step_lib.jit_train_step(config, mesh, g_tx, d_tx)
@@ -135,23 +266,30 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
                   dynamic_ncols=True, desc="train")
   pending: list[dict[str, jax.Array]] = []
   window_start, window_first_step = time.perf_counter(), start_step
+  last_checkpoint = manager.latest_step()
+  if stop is None:
+    stop = preemption.for_this_run(jax.process_count(), jax.distributed.is_initialized())
+  stop.install()
   try:
     for step in range(start_step + 1, total_steps + 1):
-      state, metrics = train_step(state, next(batches))
+      if step == start_step + 1:
+        # Compiles; blocking once surfaces an out-of-memory error here, with a hint.
+        with _hint_out_of_memory(config, "compiling and running the first train step"):
+          state, metrics = train_step(state, next(batches))
+          jax.block_until_ready(metrics)
+      else:
+        state, metrics = train_step(state, next(batches))
       pending.append(metrics)
       bar.update(1)
       last = step == total_steps
       if step % config.log_every_steps == 0 or last:
+        _raise_if_stopping_on_nonfinite(config, pending, window_first_step + 1,
+                                        last_checkpoint)
         means = _mean_metrics(pending)
-        if means["finite"] < 1.0:
-          bad_step, bad = _first_nonfinite(pending, window_first_step + 1)
-          message = (f"step {bad_step} had a non-finite loss or gradient "
-                     f"(G_loss={bad['G_loss']}, D_loss={bad.get('D_loss', 'n/a')}); ")
-          if config.nan_policy == "stop":
-            raise NonFiniteLossError(
-                message + "the state was left as it was before that step and the last "
-                "checkpoint is kept. Lower the learning rate or check the data.")
-          logging.warning(message + "skipped it (nan_policy=skip).")
+        for bad_step, bad in _nonfinite(pending, window_first_step + 1):
+          logging.warning("step %d had a non-finite loss or gradient (G_loss=%s, D_loss=%s); "
+                          "skipped it (nan_policy=skip).", bad_step, bad["G_loss"],
+                          bad.get("D_loss", "n/a"))
         elapsed = time.perf_counter() - window_start
         means["images_per_s"] = len(pending) * config.batch_size / elapsed
         means["epoch"] = step / steps_per_epoch
@@ -169,9 +307,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
                          jnp.asarray(samples["input"]), sample_key)
         writer.image(step, "samples", summaries.sample_grid(
             samples["input"], np.asarray(fake), samples["target"]))
-      if step % config.checkpoint_every_steps == 0 or last:
-        checkpointing.save(manager, state, config)
+      stopping = stop.should_stop(step) and not last
+      if step % config.checkpoint_every_steps == 0 or last or stopping:
+        # Never checkpoint past a bad step that nan_policy=stop has yet to report.
+        _raise_if_stopping_on_nonfinite(config, pending, window_first_step + 1,
+                                        last_checkpoint)
+        if checkpointing.save(manager, state, config):
+          last_checkpoint = step
+      if stopping:
+        manager.wait_until_finished()
+        raise preemption.Preempted(step, checkpointing.checkpoint_dir(workdir), stop.signum)
   finally:
+    stop.uninstall()
     bar.close()
     manager.wait_until_finished()
     manager.close()
