@@ -34,6 +34,43 @@ def uses_bias(norm: str) -> bool:
   return norm != "batch"
 
 
+class BatchNorm(nn.Module):
+  """PyTorch's BatchNorm2d: momentum 0.1, eps 1e-5, and an *unbiased* running variance.
+
+  Training normalises with the batch's biased variance, as both frameworks do, but PyTorch
+  accumulates var * n / (n - 1) into the running variance and Flax's nn.BatchNorm the biased
+  one; at the U-Net's inner levels (2x2 maps at batch 1: n = 4) that changes eval-mode
+  outputs by a third. Variables are named as nn.BatchNorm's: params scale/bias, batch_stats
+  mean/var. Under jit with a batch-sharded input, the means are over the global batch.
+  """
+
+  dtype: Dtype = jnp.float32
+  momentum: float = 0.1
+  epsilon: float = 1e-5
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    c = x.shape[-1]
+    scale = self.param("scale", norm_scale_init, (c,), jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros, (c,), jnp.float32)
+    running_mean = self.variable("batch_stats", "mean", jnp.zeros, (c,), jnp.float32)
+    running_var = self.variable("batch_stats", "var", jnp.ones, (c,), jnp.float32)
+    if train:
+      axes = tuple(range(x.ndim - 1))
+      xf = x.astype(jnp.float32)
+      mean = jnp.mean(xf, axes)
+      var = jnp.mean(jnp.square(xf - mean), axes)
+      if not self.is_initializing():
+        n = x.size // c
+        running_mean.value = (1 - self.momentum) * running_mean.value + self.momentum * mean
+        running_var.value = ((1 - self.momentum) * running_var.value
+                             + self.momentum * var * (n / max(n - 1, 1)))
+    else:
+      mean, var = running_mean.value, running_var.value
+    mul = scale * jax.lax.rsqrt(var + self.epsilon)
+    return (x * mul.astype(self.dtype) + (bias - mean * mul).astype(self.dtype)).astype(self.dtype)
+
+
 class Norm(nn.Module):
   """batch: BatchNorm (running stats in 'batch_stats'); instance: non-affine InstanceNorm."""
 
@@ -43,10 +80,7 @@ class Norm(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     if self.kind == "batch":
-      # PyTorch momentum 0.1 == Flax momentum 0.9.
-      return nn.BatchNorm(
-          use_running_average=not train, momentum=0.9, epsilon=1e-5,
-          scale_init=norm_scale_init, dtype=self.dtype, name="bn")(x)
+      return BatchNorm(self.dtype, name="bn")(x, train)
     if self.kind == "instance":
       # InstanceNorm2d(affine=False, track_running_stats=False) in the official code.
       return nn.InstanceNorm(
@@ -57,11 +91,101 @@ class Norm(nn.Module):
 
 
 def conv(features: int, kernel: int, stride: int, padding: int, use_bias: bool,
-         dtype: Dtype, name: str | None = None) -> nn.Conv:
+         dtype: Dtype, name: str | None = None) -> nn.Module:
+  """A PyTorch-padded convolution; 4x4 stride-2 ones (every downsampling layer) use
+  DownConv, which computes the same function with the same parameters, faster on CPU."""
+  if (kernel, stride, padding) == (4, 2, 1):
+    return DownConv(features, use_bias, "auto", dtype, name=name)
   return nn.Conv(
       features, (kernel, kernel), strides=(stride, stride),
       padding=((padding, padding), (padding, padding)), use_bias=use_bias,
       kernel_init=conv_init, dtype=dtype, name=name)
+
+
+def _strided_conv_lax(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """Conv2d(k=4, s=2, p=1) as lax (and nn.Conv) compute it."""
+  return jax.lax.conv_general_dilated(
+      x, kernel, window_strides=(2, 2), padding=((1, 1), (1, 1)),
+      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def _strided_conv_s2d(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """Conv2d(k=4, s=2, p=1) as a stride-1 2x2 convolution of the space-to-depth input.
+
+  Tap 2a + p of the 4x4 window reads block a, phase p of the padded input, so the kernel
+  regrouped as (a, b, (p, q, in), out) computes the same sums. Its gradients are stride-1
+  convolutions too, where lax's stride-2 form differentiates into an input-dilated
+  convolution (a quarter of its multiplications by inserted zeros, off XLA:CPU's fast
+  path) and a window-dilated weight gradient.
+  """
+  n, h, w, cin = x.shape
+  cout = kernel.shape[-1]
+  # One extra row/column of padding for odd sizes; the extra output row/column is dropped.
+  x = jnp.pad(x, ((0, 0), (1, 1 + h % 2), (1, 1 + w % 2), (0, 0)))
+  hb, wb = x.shape[1] // 2, x.shape[2] // 2
+  x = x.reshape(n, hb, 2, wb, 2, cin).transpose(0, 1, 3, 2, 4, 5).reshape(n, hb, wb, 4 * cin)
+  k = kernel.reshape(2, 2, 2, 2, cin, cout).transpose(0, 2, 1, 3, 4, 5)
+  y = jax.lax.conv_general_dilated(
+      x, k.reshape(2, 2, 4 * cin, cout), window_strides=(1, 1), padding="VALID",
+      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  return y[:, :h // 2, :w // 2]
+
+
+def _strided_conv_gemm(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """Conv2d(k=4, s=2, p=1) as im2col and one matrix product with the (16 * in, out) kernel.
+
+  The (4, 4, in, out) kernel is already that matrix, so neither this product nor its two
+  gradients (dx contracts `out`, dw contracts pixels) moves weights in memory; XLA's
+  convolution gradients reverse and transpose the kernel every step instead. That matters
+  where the kernel outweighs the activations (the U-Net's inner levels).
+  """
+  n, h, w, cin = x.shape
+  cout = kernel.shape[-1]
+  ho, wo = (h - 2) // 2 + 1, (w - 2) // 2 + 1
+  x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  cols = jnp.stack([x[:, ky:ky + 2 * ho - 1:2, kx:kx + 2 * wo - 1:2]
+                    for ky in range(4) for kx in range(4)], axis=3)  # (n, ho, wo, 16, in)
+  y = jnp.dot(cols.reshape(n * ho * wo, 16 * cin), kernel.reshape(16 * cin, cout))
+  return y.reshape(n, ho, wo, cout)
+
+
+def _strided_conv_auto(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """gemm from 128 input channels on, XLA's convolution below (measured per layer of the
+  paper's networks, batch 1 and 16, benchmarks/layers_bench.py: with few input channels
+  the im2col matrix costs more than the kernel transposes it saves)."""
+  if x.shape[-1] >= 128:
+    return _strided_conv_gemm(x, kernel)
+  return _strided_conv_lax(x, kernel)
+
+
+STRIDED_CONV_IMPLS: dict[str, Callable[[jax.Array, jax.Array], jax.Array]] = {
+    "auto": _strided_conv_auto,
+    "s2d": _strided_conv_s2d,
+    "gemm": _strided_conv_gemm,
+    "lax": _strided_conv_lax,
+}
+
+
+class DownConv(nn.Module):
+  """Conv2d(kernel 4, stride 2, padding 1) with nn.Conv's parameters ('kernel', 'bias').
+
+  `impl` picks how it is computed without changing parameters or results.
+  """
+
+  features: int
+  use_bias: bool
+  impl: str = "auto"
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    kernel = self.param("kernel", conv_init, (4, 4, x.shape[-1], self.features), jnp.float32)
+    x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+    y = STRIDED_CONV_IMPLS[self.impl](x, kernel)
+    if self.use_bias:
+      y = y + self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32
+                         ).astype(self.dtype)
+    return y
 
 
 def _transposed_conv_reference(x: jax.Array, kernel: jax.Array) -> jax.Array:
@@ -76,8 +200,9 @@ def _transposed_conv_reference(x: jax.Array, kernel: jax.Array) -> jax.Array:
 
 
 # Output phase p in {0, 1} along one axis reads input rows (m - 1, m) for p = 0 and (m, m + 1)
-# for p = 1, with kernel taps (3, 1) and (2, 0) respectively.
-_PHASE_TAPS = ((3, 1), (2, 0))
+# for p = 1, with kernel taps (3, 1) and (2, 0) respectively: static strided slices of the
+# kernel (a gather here would cost a weight-sized gather and scatter every step).
+_PHASE_TAPS = (slice(3, None, -2), slice(2, None, -2))
 _PHASE_PADS = ((1, 0), (0, 1))
 
 
@@ -92,7 +217,7 @@ def _transposed_conv_phases(x: jax.Array, kernel: jax.Array) -> jax.Array:
   for py in (0, 1):
     cols = []
     for px in (0, 1):
-      k = kernel[jnp.array(_PHASE_TAPS[py])][:, jnp.array(_PHASE_TAPS[px])]
+      k = kernel[_PHASE_TAPS[py], _PHASE_TAPS[px]]
       cols.append(jax.lax.conv_general_dilated(
           x, k, window_strides=(1, 1), padding=(_PHASE_PADS[py], _PHASE_PADS[px]),
           dimension_numbers=("NHWC", "HWIO", "NHWC")))
@@ -101,8 +226,60 @@ def _transposed_conv_phases(x: jax.Array, kernel: jax.Array) -> jax.Array:
   return out.reshape(n, 2 * h, 2 * w, out.shape[-1])
 
 
+def _transposed_conv_s2d(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """The same function as one stride-1 2x2 convolution to 4 * out channels, depth-to-space.
+
+  Writing the output (padded by one pixel) as 2x2 blocks, block m, phase p receives
+  x[m - a] * w[2a + p] for a in {0, 1}: one "full" 2x2 correlation of x with the kernel
+  regrouped as (a, b, in, (p, q, out)) and flipped in (a, b). One large convolution instead
+  of four small ones and no interleave of four outputs; it computes (h + 1)(w + 1) blocks for
+  h * w outputs' worth, which is little waste except at the innermost levels.
+  """
+  n, h, w, cin = x.shape
+  cout = kernel.shape[-1]
+  k = kernel.reshape(2, 2, 2, 2, cin, cout)[::-1, :, ::-1]  # (a', p, b', q, in, out)
+  k = k.transpose(0, 2, 4, 1, 3, 5).reshape(2, 2, cin, 4 * cout)
+  y = jax.lax.conv_general_dilated(
+      x, k, window_strides=(1, 1), padding=((1, 1), (1, 1)),
+      dimension_numbers=("NHWC", "HWIO", "NHWC"))  # (n, h + 1, w + 1, 4 * out)
+  y = y.reshape(n, h + 1, w + 1, 2, 2, cout).transpose(0, 1, 3, 2, 4, 5)
+  return y.reshape(n, 2 * h + 2, 2 * w + 2, cout)[:, 1:-1, 1:-1]
+
+
+def _transposed_conv_gemm(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """The same function as one matrix product per pixel, x @ kernel[ky, kx] for all 16 taps,
+  then four shifted adds of the tap planes into 2x2 output blocks (col2im).
+
+  Cheapest where the kernel outweighs the activations (the U-Net's inner levels).
+  """
+  n, h, w, _ = x.shape
+  cout = kernel.shape[-1]
+  z = jnp.einsum("nhwi,yxio->nhwyxo", x, kernel).reshape(n, h, w, 2, 2, 2, 2, cout)
+  # Tap (2a + p, 2b + q) of pixel (i, j) lands in output block (i + a, j + b), phase (p, q)
+  # of the output padded by one pixel.
+  y = sum(jnp.pad(z[:, :, :, a, :, b], ((0, 0), (a, 1 - a), (b, 1 - b), (0, 0), (0, 0), (0, 0)))
+          for a in (0, 1) for b in (0, 1))  # (n, h + 1, w + 1, p, q, out)
+  y = y.transpose(0, 1, 3, 2, 4, 5).reshape(n, 2 * h + 2, 2 * w + 2, cout)
+  return y[:, 1:-1, 1:-1]
+
+
+def _transposed_conv_auto(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """phase where the input holds more than twice the kernel's elements (and out >= 16
+  channels), gemm elsewhere: the per-layer optimum of the paper's U-Net at batch 1 and 16
+  (benchmarks/layers_bench.py; phase wins only at the outer levels, where convolutions
+  are large, gemm wins where the kernel dominates and for the 3-channel output layer)."""
+  n, h, w, _ = x.shape
+  cout = kernel.shape[-1]
+  if cout >= 16 and n * h * w > 2 * 16 * cout:
+    return _transposed_conv_phases(x, kernel)
+  return _transposed_conv_gemm(x, kernel)
+
+
 TRANSPOSED_CONV_IMPLS: dict[str, Callable[[jax.Array, jax.Array], jax.Array]] = {
+    "auto": _transposed_conv_auto,
     "phase": _transposed_conv_phases,
+    "s2d": _transposed_conv_s2d,
+    "gemm": _transposed_conv_gemm,
     "conv_transpose": _transposed_conv_reference,
 }
 

@@ -1,0 +1,135 @@
+"""Every (transposed-)convolution implementation computes PyTorch's (De)Conv2d(4, 2, 1).
+
+Three independent references: a numpy scatter loop written from the definition
+(out[2i - 1 + k] += x[i] * w[k]), `jax.lax.conv_transpose` with `transpose_kernel=True` (the
+gradient-of-conv convention PyTorch uses), and the lhs-dilated convolution in layers.py.
+Gradients are compared with those of `lax.conv_transpose` through the same cotangent.
+"""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from pix2pix_jax import layers
+
+# (batch, height, width, in channels, out channels): square and not, odd sizes, 1x1 (the
+# innermost U-Net level), one channel in or out.
+SHAPES = [(2, 4, 4, 3, 5), (1, 3, 5, 8, 2), (3, 1, 1, 16, 4), (1, 6, 2, 1, 7), (2, 5, 7, 4, 1)]
+IMPLS = sorted(layers.TRANSPOSED_CONV_IMPLS)
+
+
+def scatter_reference(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+  """ConvTranspose2d(k=4, s=2, p=1) by its definition, in float64."""
+  n, h, wd, _ = x.shape
+  out = np.zeros((n, 2 * h + 2, 2 * wd + 2, w.shape[-1]))  # one extra row/col each side
+  for i in range(h):
+    for j in range(wd):
+      for ky in range(4):
+        for kx in range(4):
+          # Output index 2i - 1 + k, shifted by the one-pixel margin.
+          out[:, 2 * i + ky, 2 * j + kx] += x[:, i, j] @ w[ky, kx]
+  return out[:, 1:-1, 1:-1]
+
+
+def lax_conv_transpose(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """lax's transposed conv; our (kh, kw, in, out) kernel is the forward conv's (kh, kw, O, I)."""
+  return jax.lax.conv_transpose(
+      x, jnp.swapaxes(kernel, 2, 3), strides=(2, 2), padding=((2, 2), (2, 2)),
+      dimension_numbers=("NHWC", "HWIO", "NHWC"), transpose_kernel=True)
+
+
+def random_inputs(shape, seed=0):
+  n, h, w, cin, cout = shape
+  kx, kk = jax.random.split(jax.random.key(seed))
+  return (jax.random.normal(kx, (n, h, w, cin), jnp.float32),
+          jax.random.normal(kk, (4, 4, cin, cout), jnp.float32))
+
+
+def assert_close(actual, expected, tol=1e-5):
+  expected = np.asarray(expected, np.float64)
+  np.testing.assert_allclose(np.asarray(actual, np.float64), expected, rtol=tol,
+                             atol=tol * max(1.0, np.abs(expected).max()))
+
+
+def test_lax_reference_matches_definition():
+  """Pins the convention of the lax reference used for the gradient checks below."""
+  x, k = random_inputs(SHAPES[1])
+  assert_close(lax_conv_transpose(x, k), scatter_reference(np.asarray(x), np.asarray(k)))
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_matches_definition(impl, shape):
+  x, k = random_inputs(shape)
+  y = jax.jit(layers.TRANSPOSED_CONV_IMPLS[impl])(x, k)
+  assert y.shape == (shape[0], 2 * shape[1], 2 * shape[2], shape[4])
+  assert_close(y, scatter_reference(np.asarray(x, np.float64), np.asarray(k, np.float64)))
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_gradients_match_lax(impl, shape):
+  x, k = random_inputs(shape, seed=1)
+  n, h, w, _, cout = shape
+  cotangent = jax.random.normal(jax.random.key(2), (n, 2 * h, 2 * w, cout), jnp.float32)
+
+  def grads(fn):
+    _, vjp = jax.vjp(fn, x, k)
+    return jax.jit(vjp)(cotangent)
+
+  dx, dk = grads(layers.TRANSPOSED_CONV_IMPLS[impl])
+  dx_ref, dk_ref = grads(lax_conv_transpose)
+  assert_close(dx, dx_ref)
+  assert_close(dk, dk_ref)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_upconv_bfloat16_close_to_float32(impl):
+  """bf16 compute (float32 params) stays within bf16 rounding of the float32 result."""
+  x, _ = random_inputs((1, 4, 6, 8, 3))
+  module = layers.UpConv(3, use_bias=True, impl=impl)
+  params = module.init(jax.random.key(0), x)
+  y32 = module.apply(params, x)
+  y16 = layers.UpConv(3, use_bias=True, impl=impl, dtype=jnp.bfloat16).apply(params, x)
+  assert y16.dtype == jnp.bfloat16
+  np.testing.assert_allclose(np.asarray(y16, np.float32), y32, atol=0.05 * np.abs(y32).max())
+
+
+# (batch, height, width, in channels, out channels) for the stride-2 convolution: even and
+# odd sizes (PatchGAN on 286x286 inputs meets odd ones), the U-Net's innermost 2x2 -> 1x1.
+STRIDED_SHAPES = [(2, 8, 8, 3, 5), (1, 6, 10, 4, 2), (1, 2, 2, 8, 3), (2, 7, 5, 2, 4),
+                  (1, 9, 9, 1, 1)]
+
+
+@pytest.mark.parametrize("impl", sorted(layers.STRIDED_CONV_IMPLS))
+@pytest.mark.parametrize("shape", STRIDED_SHAPES)
+def test_strided_conv_matches_lax_with_gradients(impl, shape):
+  n, h, w, cin, cout = shape
+  x, k = random_inputs(shape, seed=3)
+
+  def reference(x, k):  # what nn.Conv(4, strides 2, padding 1) computes
+    return jax.lax.conv_general_dilated(x, k, (2, 2), ((1, 1), (1, 1)),
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+  y_ref, vjp_ref = jax.vjp(reference, x, k)
+  y, vjp = jax.vjp(layers.STRIDED_CONV_IMPLS[impl], x, k)
+  assert y.shape == y_ref.shape == (n, (h - 2) // 2 + 1, (w - 2) // 2 + 1, cout)
+  assert_close(y, y_ref)
+  cotangent = jax.random.normal(jax.random.key(4), y.shape, jnp.float32)
+  for got, want in zip(jax.jit(vjp)(cotangent), jax.jit(vjp_ref)(cotangent)):
+    assert_close(got, want)
+
+
+def test_down_conv_has_nn_conv_parameters():
+  """DownConv is a drop-in for nn.Conv: same parameter tree, same function."""
+  x, _ = random_inputs((1, 8, 6, 3, 1))
+  conv = nn.Conv(5, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)))
+  params = conv.init(jax.random.key(0), x)
+  params = jax.tree.map(lambda p: p + 0.1, params)  # a non-zero bias
+  down = layers.conv(5, 4, 2, 1, True, jnp.float32)
+  assert isinstance(down, layers.DownConv)
+  assert jax.tree.map(jnp.shape, down.init(jax.random.key(0), x)) == jax.tree.map(
+      jnp.shape, params)
+  assert_close(down.apply(params, x), conv.apply(params, x))
