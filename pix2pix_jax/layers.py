@@ -71,6 +71,43 @@ class BatchNorm(nn.Module):
     return (x * mul.astype(self.dtype) + (bias - mean * mul).astype(self.dtype)).astype(self.dtype)
 
 
+class BatchNorm(nn.Module):
+  """PyTorch's BatchNorm2d: momentum 0.1, eps 1e-5, and an *unbiased* running variance.
+
+  Training normalises with the batch's biased variance, as both frameworks do, but PyTorch
+  accumulates var * n / (n - 1) into the running variance and Flax's nn.BatchNorm the biased
+  one; at the U-Net's inner levels (2x2 maps at batch 1: n = 4) that changes eval-mode
+  outputs by a third. Variables are named as nn.BatchNorm's: params scale/bias, batch_stats
+  mean/var. Under jit with a batch-sharded input, the means are over the global batch.
+  """
+
+  dtype: Dtype = jnp.float32
+  momentum: float = 0.1
+  epsilon: float = 1e-5
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    c = x.shape[-1]
+    scale = self.param("scale", norm_scale_init, (c,), jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros, (c,), jnp.float32)
+    running_mean = self.variable("batch_stats", "mean", jnp.zeros, (c,), jnp.float32)
+    running_var = self.variable("batch_stats", "var", jnp.ones, (c,), jnp.float32)
+    if train:
+      axes = tuple(range(x.ndim - 1))
+      xf = x.astype(jnp.float32)
+      mean = jnp.mean(xf, axes)
+      var = jnp.mean(jnp.square(xf - mean), axes)
+      if not self.is_initializing():
+        n = x.size // c
+        running_mean.value = (1 - self.momentum) * running_mean.value + self.momentum * mean
+        running_var.value = ((1 - self.momentum) * running_var.value
+                             + self.momentum * var * (n / max(n - 1, 1)))
+    else:
+      mean, var = running_mean.value, running_var.value
+    mul = scale * jax.lax.rsqrt(var + self.epsilon)
+    return (x * mul.astype(self.dtype) + (bias - mean * mul).astype(self.dtype)).astype(self.dtype)
+
+
 class Norm(nn.Module):
   """batch: BatchNorm (running stats in 'batch_stats'); instance: non-affine InstanceNorm."""
 

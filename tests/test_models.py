@@ -104,3 +104,24 @@ def test_unconditional_discriminator_sees_only_the_output():
   x, y = jnp.zeros((1, 32, 32, 3)), jnp.ones((1, 32, 32, 3))
   params = jax.eval_shape(lambda: d.init(jax.random.key(0), x, y, train=False))["params"]
   assert params["patch_0"]["conv_0"]["kernel"].shape[2] == 3
+
+
+def test_batch_norm_matches_pytorch_batchnorm2d():
+  """Train mode: biased batch variance; running variance: unbiased, momentum 0.1."""
+  from pix2pix_jax import layers  # pylint: disable=g-import-not-at-top
+  x = jax.random.normal(jax.random.key(0), (2, 3, 3, 4)) * 3.0 + 1.0
+  bn = layers.BatchNorm()
+  variables = bn.init(jax.random.key(1), x, train=False)
+  y, mutated = bn.apply(variables, x, train=True, mutable=["batch_stats"])
+  xn = np.asarray(x, np.float64).reshape(-1, 4)
+  mean, var = xn.mean(0), xn.var(0)
+  scale = np.asarray(variables["params"]["scale"])
+  want = (np.asarray(x) - mean) / np.sqrt(var + 1e-5) * scale
+  np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(mutated["batch_stats"]["mean"], 0.1 * mean, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(mutated["batch_stats"]["var"], 0.9 + 0.1 * xn.var(0, ddof=1),
+                             rtol=1e-5)
+  eval_out = bn.apply({**variables, **mutated}, x, train=False)
+  np.testing.assert_allclose(
+      eval_out, (np.asarray(x) - 0.1 * mean) / np.sqrt(0.9 + 0.1 * xn.var(0, ddof=1) + 1e-5) * scale,
+      rtol=1e-4, atol=1e-5)
