@@ -71,43 +71,6 @@ class BatchNorm(nn.Module):
     return (x * mul.astype(self.dtype) + (bias - mean * mul).astype(self.dtype)).astype(self.dtype)
 
 
-class BatchNorm(nn.Module):
-  """PyTorch's BatchNorm2d: momentum 0.1, eps 1e-5, and an *unbiased* running variance.
-
-  Training normalises with the batch's biased variance, as both frameworks do, but PyTorch
-  accumulates var * n / (n - 1) into the running variance and Flax's nn.BatchNorm the biased
-  one; at the U-Net's inner levels (2x2 maps at batch 1: n = 4) that changes eval-mode
-  outputs by a third. Variables are named as nn.BatchNorm's: params scale/bias, batch_stats
-  mean/var. Under jit with a batch-sharded input, the means are over the global batch.
-  """
-
-  dtype: Dtype = jnp.float32
-  momentum: float = 0.1
-  epsilon: float = 1e-5
-
-  @nn.compact
-  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    c = x.shape[-1]
-    scale = self.param("scale", norm_scale_init, (c,), jnp.float32)
-    bias = self.param("bias", nn.initializers.zeros, (c,), jnp.float32)
-    running_mean = self.variable("batch_stats", "mean", jnp.zeros, (c,), jnp.float32)
-    running_var = self.variable("batch_stats", "var", jnp.ones, (c,), jnp.float32)
-    if train:
-      axes = tuple(range(x.ndim - 1))
-      xf = x.astype(jnp.float32)
-      mean = jnp.mean(xf, axes)
-      var = jnp.mean(jnp.square(xf - mean), axes)
-      if not self.is_initializing():
-        n = x.size // c
-        running_mean.value = (1 - self.momentum) * running_mean.value + self.momentum * mean
-        running_var.value = ((1 - self.momentum) * running_var.value
-                             + self.momentum * var * (n / max(n - 1, 1)))
-    else:
-      mean, var = running_mean.value, running_var.value
-    mul = scale * jax.lax.rsqrt(var + self.epsilon)
-    return (x * mul.astype(self.dtype) + (bias - mean * mul).astype(self.dtype)).astype(self.dtype)
-
-
 class Norm(nn.Module):
   """batch: BatchNorm (running stats in 'batch_stats'); instance: non-affine InstanceNorm."""
 
@@ -284,16 +247,23 @@ def _transposed_conv_s2d(x: jax.Array, kernel: jax.Array) -> jax.Array:
 
 
 def _transposed_conv_gemm(x: jax.Array, kernel: jax.Array) -> jax.Array:
-  """The same function as one matrix product per pixel, x @ kernel[ky, kx] for all 16 taps,
-  then four shifted adds of the tap planes into 2x2 output blocks (col2im).
+  """The same function as 16 matrix products, x @ kernel[ky, kx] for every tap, then four
+  shifted adds of the tap planes into 2x2 output blocks (col2im).
 
-  Cheapest where the kernel outweighs the activations (the U-Net's inner levels).
+  The taps are a batch dimension of one dot_general on the (16, in, out) view of the kernel
+  (x broadcast over them), so the forward pass, dx (contracting `out`) and dw (batch, in,
+  out: the kernel's own layout) all read or write the kernel in place; an einsum over
+  "nhwi,yxio" instead makes XLA transpose the kernel three times a step. The broadcast
+  copies x 16 times, cheap where this is used: where the kernel outweighs the activations
+  (the U-Net's inner levels).
   """
-  n, h, w, _ = x.shape
+  n, h, w, cin = x.shape
   cout = kernel.shape[-1]
-  z = jnp.einsum("nhwi,yxio->nhwyxo", x, kernel).reshape(n, h, w, 2, 2, 2, 2, cout)
-  # Tap (2a + p, 2b + q) of pixel (i, j) lands in output block (i + a, j + b), phase (p, q)
-  # of the output padded by one pixel.
+  xb = jnp.broadcast_to(x.reshape(1, n * h * w, cin), (16, n * h * w, cin))
+  z = jnp.einsum("tmi,tio->tmo", xb, kernel.reshape(16, cin, cout))
+  z = z.reshape(2, 2, 2, 2, n, h, w, cout).transpose(4, 5, 6, 0, 1, 2, 3, 7)
+  # Now (n, h, w, a, p, b, q, out): tap (2a + p, 2b + q) of pixel (i, j) lands in output
+  # block (i + a, j + b), phase (p, q) of the output padded by one pixel.
   y = sum(jnp.pad(z[:, :, :, a, :, b], ((0, 0), (a, 1 - a), (b, 1 - b), (0, 0), (0, 0), (0, 0)))
           for a in (0, 1) for b in (0, 1))  # (n, h + 1, w + 1, p, q, out)
   y = y.transpose(0, 1, 3, 2, 4, 5).reshape(n, 2 * h + 2, 2 * w + 2, cout)
