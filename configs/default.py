@@ -53,12 +53,20 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.conditional_d = True  # D sees concat(x, y); False: y alone (unconditional GAN).
   c.model.upsample = "phase"  # phase (fast 4x4/2 transposed conv) | conv_transpose (lax).
   c.model.dtype = "float32"  # Compute dtype: float32 | bfloat16 (params stay float32).
+  # Successors' tricks (issue 7); the defaults are the paper's networks.
+  c.model.num_d = 1  # PatchGANs on 1x, 1/2x, 1/4x... inputs (pix2pixHD multi-scale D).
+  c.model.spectral_norm_d = False  # Spectral normalisation of every D convolution.
+  c.model.ema_decay = 0.0  # > 0: keep an EMA of G's weights (state.g_ema_params) for eval.
 
   c.loss = ml_collections.ConfigDict()
   c.loss.gan_mode = "vanilla"  # vanilla | lsgan | hinge | wgangp | ragan
   c.loss.gan_weight = 1.0  # 0: L1 only (paper Table 1).
   c.loss.reconstruction = "l1"  # l1 | l2 | none
   c.loss.lambda_l1 = 100.0  # Weight of the reconstruction term.
+  c.loss.lambda_gp = 10.0  # WGAN-GP gradient penalty weight (gan_mode=wgangp only).
+  c.loss.r1_gamma = 0.0  # > 0: R1 penalty gamma / 2 * ||grad D(real)||^2 (Mescheder 2018).
+  c.loss.feature_matching_weight = 0.0  # > 0: pix2pixHD D-feature matching L1 for G (10 there).
+  c.loss.real_label = 1.0  # < 1: one-sided label smoothing of D's real target (vanilla, lsgan).
 
   c.optim = ml_collections.ConfigDict()
   c.optim.lr = 2e-4
@@ -75,8 +83,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.load_size = 72
   c.data.crop_size = 64
   c.batch_size = 4
-  c.n_epochs = 6
-  c.n_epochs_decay = 4
+  c.n_epochs = 10
+  c.n_epochs_decay = 10
   c.model.ngf = 32
   c.model.ndf = 32
   c.model.num_downs = 6

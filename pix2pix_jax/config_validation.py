@@ -26,6 +26,30 @@ def _at_least(value, field: str, minimum) -> None:
     raise ConfigError(f"{field}={value} must be at least {minimum}.")
 
 
+def _validate_successor_tricks(config: ml_collections.ConfigDict) -> None:
+  """The issue-7 switches (multi-scale D, SN, EMA, penalties, label smoothing)."""
+  m, loss = config.model, config.loss
+  num_d = m.get("num_d", 1)
+  _at_least(num_d, "model.num_d", 1)
+  for field in ("lambda_gp", "r1_gamma", "feature_matching_weight"):
+    _at_least(loss.get(field, 0.0), f"loss.{field}", 0.0)
+  if not 0.0 <= m.get("ema_decay", 0.0) < 1.0:
+    raise ConfigError(f"model.ema_decay={m.ema_decay} must be in [0, 1) (0 turns the EMA off).")
+  real_label = loss.get("real_label", 1.0)
+  if not 0.0 < real_label <= 1.0:
+    raise ConfigError(f"loss.real_label={real_label} must be in (0, 1].")
+  if real_label != 1.0 and loss.gan_mode not in ("vanilla", "lsgan"):
+    raise ConfigError(f"loss.real_label={real_label} (label smoothing) applies to gan_mode "
+                      f"vanilla or lsgan, not {loss.gan_mode!r}; leave it at 1.0.")
+  # Each coarser scale halves the input (rounding up); the coarsest must still give a logit.
+  coarsest = -(-config.data.crop_size // 2**(num_d - 1))
+  if num_d > 1 and m.n_layers_d > 0 and coarsest // 2**m.n_layers_d - 2 < 1:
+    raise ConfigError(
+        f"model.num_d={num_d} is too many scales for data.crop_size={config.data.crop_size} "
+        f"and model.n_layers_d={m.n_layers_d}: the coarsest ({coarsest}x{coarsest}) "
+        "discriminator would output no patch.")
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
   """Raises ConfigError naming the first field that cannot work."""
   m, d, loss = config.model, config.data, config.loss
@@ -47,6 +71,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(f"model.dropout_rate={m.dropout_rate} must be in [0, 1).")
   _at_least(loss.lambda_l1, "loss.lambda_l1", 0.0)
   _at_least(loss.gan_weight, "loss.gan_weight", 0.0)
+  _validate_successor_tricks(config)
 
   multiple = 2**m.num_downs
   # Modes that crop give the network crop_size squares; the others keep each image's own

@@ -68,6 +68,19 @@ class UNetGenerator(nn.Module):
     return jnp.tanh(h.astype(jnp.float32))
 
 
+def _d_conv(h: jax.Array, train: bool, spectral_norm: bool, *conv_args, name: str) -> jax.Array:
+  """A D convolution, spectrally normalised when asked (Miyato et al. 2018).
+
+  The kernel keeps its name and place in `params`; the power iteration's `u` and `sigma` live
+  in `batch_stats` under `<name>_sn`, so the train step threads and checkpoints them as it does
+  BatchNorm statistics, and they advance only in train mode.
+  """
+  conv = layers.conv(*conv_args, name=name)
+  if not spectral_norm:
+    return conv(h)
+  return nn.SpectralNorm(conv, name=f"{name}_sn")(h, update_stats=train)
+
+
 class PatchDiscriminator(nn.Module):
   """PatchGAN: one logit per N x N patch; N = 1, 16, 34, 70, 142, 286 for n_layers 0..5.
 
@@ -82,37 +95,41 @@ class PatchDiscriminator(nn.Module):
   n_layers: int = 3
   norm: str = "batch"
   dtype: Dtype = jnp.float32
+  spectral_norm: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> list[jax.Array]:
     bias = layers.uses_bias(self.norm)
+    conv = lambda h, *args, name: _d_conv(h, train, self.spectral_norm, *args, self.dtype,
+                                          name=name)
     h = x.astype(self.dtype)
     features = []
     if self.n_layers == 0:
-      h = nn.leaky_relu(layers.conv(self.ndf, 1, 1, 0, True, self.dtype, name="conv_0")(h), 0.2)
+      h = nn.leaky_relu(conv(h, self.ndf, 1, 1, 0, True, name="conv_0"), 0.2)
       features.append(h)
-      h = layers.conv(2 * self.ndf, 1, 1, 0, bias, self.dtype, name="conv_1")(h)
+      h = conv(h, 2 * self.ndf, 1, 1, 0, bias, name="conv_1")
       h = nn.leaky_relu(layers.Norm(self.norm, self.dtype, name="norm_1")(h, train), 0.2)
       features.append(h)
-      features.append(layers.conv(1, 1, 1, 0, bias, self.dtype, name="conv_2")(h))
+      features.append(conv(h, 1, 1, 1, 0, bias, name="conv_2"))
     else:
-      h = nn.leaky_relu(layers.conv(self.ndf, 4, 2, 1, True, self.dtype, name="conv_0")(h), 0.2)
+      h = nn.leaky_relu(conv(h, self.ndf, 4, 2, 1, True, name="conv_0"), 0.2)
       features.append(h)
       for k in range(1, self.n_layers + 1):
         stride = 2 if k < self.n_layers else 1
-        h = layers.conv(self.ndf * min(2**k, 8), 4, stride, 1, bias, self.dtype,
-                        name=f"conv_{k}")(h)
+        h = conv(h, self.ndf * min(2**k, 8), 4, stride, 1, bias, name=f"conv_{k}")
         h = nn.leaky_relu(layers.Norm(self.norm, self.dtype, name=f"norm_{k}")(h, train), 0.2)
         features.append(h)
-      features.append(layers.conv(1, 4, 1, 1, True, self.dtype,
-                                  name=f"conv_{self.n_layers + 1}")(h))
+      features.append(conv(h, 1, 4, 1, 1, True, name=f"conv_{self.n_layers + 1}"))
     return [f.astype(jnp.float32) for f in features]
 
 
 class Discriminator(nn.Module):
   """D(x, y): a PatchGAN on concat(x, y) (conditional, the paper's cGAN) or on y alone.
 
-  Returns one feature list per scale (a single scale here), logits last in each.
+  With num_d > 1, pix2pixHD's multi-scale D: PatchGAN `patch_s` (its own weights) sees the
+  input average-pooled s times (3x3, stride 2, padding not counted), so coarser scales judge
+  larger regions. Returns one feature list per scale, logits last in each; num_d = 1 is the
+  paper's single PatchGAN, with the same parameters.
   """
 
   ndf: int = 64
@@ -120,12 +137,20 @@ class Discriminator(nn.Module):
   norm: str = "batch"
   conditional: bool = True
   dtype: Dtype = jnp.float32
+  num_d: int = 1
+  spectral_norm: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array, y: jax.Array, train: bool) -> list[list[jax.Array]]:
     inputs = jnp.concatenate([x, y], axis=-1) if self.conditional else y
-    return [PatchDiscriminator(self.ndf, self.n_layers, self.norm, self.dtype,
-                               name="patch_0")(inputs, train)]
+    outputs = []
+    for s in range(self.num_d):
+      if s:
+        inputs = nn.avg_pool(inputs, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)),
+                             count_include_pad=False)
+      outputs.append(PatchDiscriminator(self.ndf, self.n_layers, self.norm, self.dtype,
+                                        self.spectral_norm, name=f"patch_{s}")(inputs, train))
+    return outputs
 
 
 def logits(outputs: Sequence[Sequence[jax.Array]]) -> list[jax.Array]:
@@ -155,4 +180,6 @@ def make_generator(model_config: ml_collections.ConfigDict) -> UNetGenerator:
 def make_discriminator(model_config: ml_collections.ConfigDict) -> Discriminator:
   return Discriminator(
       ndf=model_config.ndf, n_layers=model_config.n_layers_d, norm=model_config.norm,
-      conditional=model_config.conditional_d, dtype=jnp.dtype(model_config.dtype))
+      conditional=model_config.conditional_d, dtype=jnp.dtype(model_config.dtype),
+      num_d=model_config.get("num_d", 1),
+      spectral_norm=model_config.get("spectral_norm_d", False))

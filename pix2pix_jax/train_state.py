@@ -28,6 +28,9 @@ class TrainState:
   d_batch_stats: PyTree
   d_opt_state: PyTree
   nonfinite_steps: jax.Array  # int32 scalar: steps skipped for a NaN/Inf loss or gradient.
+  # model.ema_decay > 0: an exponential moving average of g_params, the weights to evaluate
+  # and export (`ema.generator_params`); {} when off, so the state is unchanged in size.
+  g_ema_params: PyTree = flax.struct.field(default_factory=dict)
 
 
 def learning_rate_schedule(base_lr: float, config: ml_collections.ConfigDict,
@@ -73,7 +76,8 @@ def create_train_state(config: ml_collections.ConfigDict, g_tx: optax.GradientTr
       rng=jax.random.key_data(train_key),
       g_params=g_params, g_batch_stats=g_batch_stats, g_opt_state=g_tx.init(g_params),
       d_params=d_params, d_batch_stats=d_batch_stats, d_opt_state=d_tx.init(d_params),
-      nonfinite_steps=jnp.zeros((), jnp.int32))
+      nonfinite_steps=jnp.zeros((), jnp.int32),
+      g_ema_params=jax.tree.map(jnp.copy, g_params) if m.get("ema_decay", 0.0) > 0 else {})
 
 
 def total_train_steps(config: ml_collections.ConfigDict, steps_per_epoch: int) -> int:

@@ -17,8 +17,10 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from pix2pix_jax import ema
 from pix2pix_jax import losses
 from pix2pix_jax import models
+from pix2pix_jax import regularizers
 from pix2pix_jax import sharding
 from pix2pix_jax.train_state import TrainState
 
@@ -34,14 +36,20 @@ class Objective:
   gan_weight: float
   reconstruction: Callable[[jax.Array, jax.Array], jax.Array]
   lambda_reconstruction: float
+  # Penalties added to D's loss (before the halving), e.g. WGAN-GP's and R1; see regularizers.
+  d_regularizers: tuple[regularizers.NamedRegularizer, ...] = ()
+  # > 0: G also matches D's hidden features on real pairs (pix2pixHD), metric G_FM.
+  feature_matching_weight: float = 0.0
 
 
 def objective_from_config(loss_config: ml_collections.ConfigDict) -> Objective:
   return Objective(
-      gan=losses.GAN_LOSSES[loss_config.gan_mode](),
+      gan=losses.GAN_LOSSES[loss_config.gan_mode](real_label=loss_config.get("real_label", 1.0)),
       gan_weight=loss_config.gan_weight,
       reconstruction=losses.RECONSTRUCTION_LOSSES[loss_config.reconstruction],
-      lambda_reconstruction=loss_config.lambda_l1)
+      lambda_reconstruction=loss_config.lambda_l1,
+      d_regularizers=regularizers.from_config(loss_config),
+      feature_matching_weight=loss_config.get("feature_matching_weight", 0.0))
 
 
 def _global_norm_finite(tree: Any) -> jax.Array:
@@ -51,7 +59,8 @@ def _global_norm_finite(tree: Any) -> jax.Array:
 def train_step(state: TrainState, batch: Batch, *, generator: nn.Module,
                discriminator: nn.Module, g_tx: optax.GradientTransformation,
                d_tx: optax.GradientTransformation, objective: Objective,
-               skip_nonfinite: bool = True) -> tuple[TrainState, Metrics]:
+               skip_nonfinite: bool = True, ema_decay: float = 0.0
+               ) -> tuple[TrainState, Metrics]:
   """Returns the next state and this step's scalar measurements.
 
   A step whose losses or gradients are not finite leaves the state as it was (only `step`
@@ -69,11 +78,15 @@ def train_step(state: TrainState, batch: Batch, *, generator: nn.Module,
 
   fake, g_vjp, g_batch_stats = jax.vjp(run_g, state.g_params, has_aux=True)
 
-  def run_d(d_params, batch_stats, image):
+  def run_d_features(d_params, batch_stats, image, condition=x):
     outputs, mutated = discriminator.apply(
-        {"params": d_params, "batch_stats": batch_stats}, x, image, train=True,
+        {"params": d_params, "batch_stats": batch_stats}, condition, image, train=True,
         mutable=["batch_stats"])
-    return models.logits(outputs), mutated.get("batch_stats", {})
+    return outputs, mutated.get("batch_stats", {})
+
+  def run_d(d_params, batch_stats, image):
+    outputs, batch_stats = run_d_features(d_params, batch_stats, image)
+    return models.logits(outputs), batch_stats
 
   metrics: Metrics = {}
   use_gan = objective.gan_weight != 0.0
@@ -85,26 +98,39 @@ def train_step(state: TrainState, batch: Batch, *, generator: nn.Module,
       fake_logits, stats = run_d(d_params, d_batch_stats, jax.lax.stop_gradient(fake))
       real_logits, stats = run_d(d_params, stats, y)
       loss_real, loss_fake = objective.gan.discriminator(real_logits, fake_logits)
-      return 0.5 * (loss_real + loss_fake), (stats, loss_real, loss_fake)
+      # Penalties see D with this step's incoming state; what they would update is dropped.
+      d_logits = lambda cond, image: models.logits(
+          run_d_features(d_params, d_batch_stats, image, cond)[0])
+      penalties = {f"D_{r.name}": r.fn(d_logits, x, y, jax.lax.stop_gradient(fake),
+                                       jax.random.fold_in(key, i + 1))
+                   for i, r in enumerate(objective.d_regularizers)}
+      d_loss = 0.5 * (loss_real + loss_fake + sum(penalties.values()))
+      return d_loss, (stats, loss_real, loss_fake, penalties)
 
-    (d_loss, (d_batch_stats, loss_real, loss_fake)), d_grads = jax.value_and_grad(
+    (d_loss, (d_batch_stats, loss_real, loss_fake, penalties)), d_grads = jax.value_and_grad(
         d_loss_fn, has_aux=True)(d_params)
     d_updates, d_opt_state = d_tx.update(d_grads, d_opt_state, d_params)
     d_params = optax.apply_updates(d_params, d_updates)
     d_finite = jnp.isfinite(d_loss) & _global_norm_finite(d_grads)
-    metrics.update(D_real=loss_real, D_fake=loss_fake, D_loss=d_loss,
+    metrics.update(penalties, D_real=loss_real, D_fake=loss_fake, D_loss=d_loss,
                    d_grad_norm=optax.global_norm(d_grads))
 
   def g_loss_fn(fake):
     terms = {"G_L1": objective.lambda_reconstruction * objective.reconstruction(fake, y)}
     stats = d_batch_stats
     if use_gan:
-      fake_logits, stats = run_d(d_params, stats, fake)
-      real_logits = None
-      if objective.gan.generator_needs_real:
-        real_logits, stats = run_d(d_params, stats, y)
-        real_logits = jax.lax.stop_gradient(real_logits)
-      terms["G_GAN"] = objective.gan_weight * objective.gan.generator(fake_logits, real_logits)
+      fake_out, stats = run_d_features(d_params, stats, fake)
+      real_out, real_logits = None, None
+      if objective.gan.generator_needs_real or objective.feature_matching_weight:
+        real_out, stats = run_d_features(d_params, stats, y)
+        real_out = jax.lax.stop_gradient(real_out)
+        if objective.gan.generator_needs_real:
+          real_logits = models.logits(real_out)
+      terms["G_GAN"] = objective.gan_weight * objective.gan.generator(
+          models.logits(fake_out), real_logits)
+      if objective.feature_matching_weight:
+        terms["G_FM"] = objective.feature_matching_weight * losses.feature_matching(
+            real_out, fake_out)
     return sum(terms.values()), (stats, terms)
 
   (g_loss, (d_batch_stats, g_terms)), d_fake = jax.value_and_grad(
@@ -112,6 +138,9 @@ def train_step(state: TrainState, batch: Batch, *, generator: nn.Module,
   (g_grads,) = g_vjp(d_fake)
   g_updates, g_opt_state = g_tx.update(g_grads, state.g_opt_state, state.g_params)
   g_params = optax.apply_updates(state.g_params, g_updates)
+  g_ema_params = state.g_ema_params
+  if ema_decay > 0:
+    g_ema_params = ema.update(g_ema_params, g_params, ema_decay, state.step)
   metrics.update(g_terms, G_loss=g_loss, g_grad_norm=optax.global_norm(g_grads))
 
   finite = d_finite & jnp.isfinite(g_loss) & _global_norm_finite(g_grads)
@@ -119,7 +148,7 @@ def train_step(state: TrainState, batch: Batch, *, generator: nn.Module,
   new_state = state.replace(
       step=state.step + 1, g_params=g_params, g_batch_stats=g_batch_stats,
       g_opt_state=g_opt_state, d_params=d_params, d_batch_stats=d_batch_stats,
-      d_opt_state=d_opt_state)
+      d_opt_state=d_opt_state, g_ema_params=g_ema_params)
   new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state)
   new_state = new_state.replace(
       step=state.step + 1, nonfinite_steps=state.nonfinite_steps + (~finite).astype(jnp.int32))
@@ -133,7 +162,8 @@ def jit_train_step(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
   step = functools.partial(
       train_step, generator=models.make_generator(config.model),
       discriminator=models.make_discriminator(config.model), g_tx=g_tx, d_tx=d_tx,
-      objective=objective_from_config(config.loss))
+      objective=objective_from_config(config.loss),
+      ema_decay=config.model.get("ema_decay", 0.0))
   replicated = sharding.replicated(mesh)
   return jax.jit(step, in_shardings=(replicated, sharding.batch_sharded(mesh)),
                  out_shardings=(replicated, replicated), donate_argnums=0)
