@@ -40,6 +40,19 @@ def paper_config(args: argparse.Namespace, batch_size: int, dtype: str):
   return c
 
 
+class _NoGuardNumpy:
+  """jax.numpy with `where(finite, new, old)` returning `new`: the step without its guard."""
+
+  def __getattr__(self, name):
+    import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+    return getattr(jnp, name)
+
+  @staticmethod
+  def where(condition, x, y):
+    del condition, y
+    return x
+
+
 def run_one(args: argparse.Namespace, batch_size: int, dtype: str) -> dict:
   import jax  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
@@ -51,6 +64,8 @@ def run_one(args: argparse.Namespace, batch_size: int, dtype: str) -> dict:
   if args.down_impl != "auto":  # A/B of the downsampling convolution (benchmarking only)
     from pix2pix_jax import layers  # pylint: disable=import-outside-toplevel
     layers.STRIDED_CONV_IMPLS["auto"] = layers.STRIDED_CONV_IMPLS[args.down_impl]
+  if args.no_nan_guard:  # A/B of the step's non-finite guard (benchmarking only)
+    train_step_lib.jnp = _NoGuardNumpy()
   mesh = sharding.make_mesh()
   g_tx, d_tx = train_state_lib.make_optimizers(c, 1000)
   state = jax.jit(lambda: train_state_lib.create_train_state(c, g_tx, d_tx),
@@ -80,7 +95,7 @@ def run_one(args: argparse.Namespace, batch_size: int, dtype: str) -> dict:
   _, metrics = one_step()
   record = {"benchmark": "train_step", "batch_size": batch_size, "dtype": dtype,
             "image_size": c.data.crop_size, "upsample": c.model.upsample,
-            "down_impl": args.down_impl,
+            "down_impl": args.down_impl, "nan_guard": not args.no_nan_guard,
             "smoke": args.smoke, "steps": args.steps, "warmup": args.warmup,
             "lower_s": t1 - t0, "compile_s": t2 - t0, "xla_compile_s": t2 - t1,
             "finite": float(metrics["finite"]), "loadavg_before": load_before,
@@ -119,6 +134,8 @@ def main() -> None:
   p.add_argument("--size", type=int, default=256, help="image side")
   p.add_argument("--upsample", default="auto", help="model.upsample")
   p.add_argument("--down_impl", default="auto", help="layers.STRIDED_CONV_IMPLS key")
+  p.add_argument("--no_nan_guard", action="store_true",
+                 help="A/B only: drop the step's where(finite, new, old)")
   p.add_argument("--peak_gflops", type=float, default=None,
                  help=f"peak for fraction_of_peak; CPU default {common.DEFAULT_CPU_PEAK_GFLOPS}")
   p.add_argument("--smoke", action="store_true", help="tiny networks at 32x32 (a quick check)")
@@ -147,6 +164,8 @@ def main() -> None:
           cmd += [f"--{flag}", str(getattr(args, flag))]
       if args.smoke:
         cmd.append("--smoke")
+      if args.no_nan_guard:
+        cmd.append("--no_nan_guard")
       proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=False)
       lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
       if proc.returncode or not lines:
