@@ -80,7 +80,7 @@ def main(argv):
 def _parse_flags(argv: list[str]) -> list[str]:
   """absl's parsing, plus a clear message for `--config <file> --config.<unknown>=...`."""
   try:
-    return flags.FLAGS(argv)
+    return app.parse_flags_with_usage(argv)
   except (AttributeError, KeyError) as e:
     sys.exit(_unknown_field_message(e, argv))
 

@@ -318,10 +318,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         manager.wait_until_finished()
         raise preemption.Preempted(step, checkpointing.checkpoint_dir(workdir), stop.signum)
   finally:
-    stop.uninstall()
     bar.close()
     manager.wait_until_finished()
     manager.close()
     if writer:
       writer.close()
+    stop.uninstall()  # Last: a second signal while the save finishes still exits at once.
   return state

@@ -23,9 +23,12 @@ from pix2pix_jax import checkpointing
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # 64 px and 6 levels: the smallest U-Net with a dropout layer, so resumes must also repeat
-# the dropout masks. 4 filters keep a step to milliseconds.
+# the dropout masks. 4 filters keep a step to milliseconds. The learning rate decays from
+# step 0 (n_epochs 0), so every step has its own. Tests change only fields that leave the
+# compiled step alone (logging, checkpoints, nan_policy), so all of them share one compile.
 TINY = {"data.crop_size": 64, "data.load_size": 72, "model.ngf": 4, "model.ndf": 4,
         "model.num_downs": 6, "model.n_layers_d": 2, "batch_size": 2,
+        "num_train_steps": 16, "n_epochs": 0, "n_epochs_decay": 1,
         "num_sample_pairs": 2, "sample_every_steps": 1000, "data.num_workers": 1}
 
 
