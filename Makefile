@@ -20,8 +20,17 @@ $(VENV)/.installed: requirements.txt
 	$(PY) -m pip install -q -r requirements.txt
 	touch $@
 
+# tcmalloc (Debian: libtcmalloc-minimal4) where installed: glibc malloc maps and unmaps XLA's
+# large temporaries every step, and the page faults cost JAX ~2x CPU time on weight-bound
+# layers (benchmarks/RESULTS.md). Compare with PyTorch only under the same allocator.
+TCMALLOC ?= /usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4
+WITH_ALLOC := $(if $(wildcard $(TCMALLOC)),LD_PRELOAD=$(TCMALLOC))
+
 train: venv
-	$(PY) train.py --config $(CONFIG) --workdir $(WORKDIR)
+	$(WITH_ALLOC) $(PY) train.py --config $(CONFIG) --workdir $(WORKDIR)
+
+bench: venv
+	$(WITH_ALLOC) $(PY) benchmarks/train_step.py --batch_size 1,16 --steps 10
 
 test: venv
 	$(PY) -m pytest -q tests -m "not slow"
