@@ -169,6 +169,8 @@ def patch_receptive_field(n_layers: int) -> int:
   return rf
 
 
+# model.dtype = bfloat16 computes in bf16 with float32 parameters (and optimizer). No loss
+# scaling: bf16 has float32's 8-bit exponent, so gradients do not underflow as in float16.
 def make_generator(model_config: ml_collections.ConfigDict) -> UNetGenerator:
   return UNetGenerator(
       output_nc=model_config.output_nc, num_downs=model_config.num_downs,
