@@ -72,8 +72,8 @@ def persistent_compilation_cache(path: str) -> Iterator[None]:
     compilation_cache.reset_cache()
 
 
-def env(compilation_cache_dir: str) -> dict[str, str]:
-  e = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3",
+def env(compilation_cache_dir: str, **extra: str) -> dict[str, str]:
+  e = dict(os.environ, **extra, TF_CPP_MIN_LOG_LEVEL="3",
            JAX_COMPILATION_CACHE_DIR=compilation_cache_dir, PYTHONUNBUFFERED="1")
   e.update({k.upper(): str(v) for k, v in _CACHE_OPTIONS.items()})
   return e
@@ -93,11 +93,12 @@ def run(command: list[str], compilation_cache_dir: str, timeout: float = 240,
                         capture_output=True, timeout=timeout, check=False, **kwargs)
 
 
-def start(command: list[str], compilation_cache_dir: str, log_path: str) -> subprocess.Popen:
+def start(command: list[str], compilation_cache_dir: str, log_path: str,
+          **extra_env: str) -> subprocess.Popen:
   """train.py in the background, stdout and stderr into `log_path` (read it while it runs)."""
-  log = open(log_path, "w")  # pylint: disable=consider-using-with
-  return subprocess.Popen(command, env=env(compilation_cache_dir), cwd=ROOT, stdout=log,
-                          stderr=subprocess.STDOUT, text=True)
+  with open(log_path, "w") as log:  # The child keeps its own copy of the descriptor.
+    return subprocess.Popen(command, env=env(compilation_cache_dir, **extra_env), cwd=ROOT,
+                            stdout=log, stderr=subprocess.STDOUT, text=True)
 
 
 def wait_for(process: subprocess.Popen, condition: Callable[[], bool],

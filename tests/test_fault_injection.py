@@ -13,6 +13,7 @@ import os
 import random
 import re
 import signal
+import socket
 import time
 
 import pytest
@@ -139,3 +140,30 @@ def test_sigterm_saves_at_that_step_and_a_second_one_exits_at_once(
   assert final.returncode == 0, final.stderr[-3000:]
   assert f"Resumed from step {max(kept)}" in final.stdout
   rh.assert_trees_bitwise_equal(rh.restore_raw(workdir), reference)
+
+
+@pytest.mark.slow
+def test_sigterm_on_one_host_makes_every_host_save_the_same_step(synthetic_config, tmp_path,
+                                                                cache):
+  """Two processes under jax.distributed; only process 1 gets SIGTERM (JAX's sync point)."""
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  workdir = str(tmp_path / "workdir")
+  command = rh.train_command(workdir, synthetic_config, {
+      "checkpoint_every_steps": 1000, "log_every_steps": 1, "num_train_steps": 400})
+  command += ["--coordinator_address", f"127.0.0.1:{port}", "--num_processes", "2"]
+  processes = [rh.start(command + ["--process_id", str(i)], cache, str(tmp_path / f"p{i}"),
+                        JAX_CPU_COLLECTIVES_IMPLEMENTATION="gloo")
+               for i in range(2)]
+  metrics = os.path.join(workdir, "metrics.jsonl")
+  assert rh.wait_for(processes[0], lambda: os.path.exists(metrics) and len(
+      rh.read(metrics).splitlines()) >= 3, timeout=400), rh.read(str(tmp_path / "p0"))[-3000:]
+  processes[1].send_signal(signal.SIGTERM)
+  codes = [p.wait(timeout=120) for p in processes]
+  logs = [rh.read(str(tmp_path / f"p{i}")) for i in range(2)]
+  assert codes == [128 + signal.SIGTERM] * 2, logs[1][-3000:]
+  steps = [re.search(r"stopped on a preemption notice after saving a checkpoint at step (\d+)",
+                     log).group(1) for log in logs]
+  assert steps[0] == steps[1]
+  assert rh.complete_steps(workdir) == [int(steps[0])]
