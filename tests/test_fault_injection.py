@@ -19,6 +19,7 @@ import time
 import pytest
 import reliability_helpers as rh
 
+from pix2pix_jax import preemption
 from pix2pix_jax import trainer
 
 TMP = ".orbax-checkpoint-tmp"  # orbax's name for a checkpoint still being written.
@@ -38,6 +39,21 @@ def reference(synthetic_config, tmp_path_factory, cache):
   with rh.persistent_compilation_cache(cache):
     trainer.train_and_evaluate(config, workdir)
   return rh.restore_raw(workdir)
+
+
+def test_stop_request_first_signal_asks_second_exits_and_handlers_come_back():
+  """In-process, real signals: SIGINT sets the flag, the second calls exit_now(130)."""
+  exits = []
+  before = signal.getsignal(signal.SIGINT)
+  with preemption.StopRequest(sync_point=lambda step: False, exit_now=exits.append) as stop:
+    assert not stop.should_stop(1)
+    os.kill(os.getpid(), signal.SIGINT)
+    assert stop.should_stop(2) and stop.signum == signal.SIGINT and not exits
+    os.kill(os.getpid(), signal.SIGINT)
+    assert exits == [128 + signal.SIGINT]
+  assert signal.getsignal(signal.SIGINT) is before
+  assert preemption.Preempted(7, "ckpt", signal.SIGINT).exit_code == 130
+  assert preemption.Preempted(7, "ckpt", None).exit_code == 143  # The hosts' sync point.
 
 
 def saving(workdir: str, after: int) -> list[str]:
