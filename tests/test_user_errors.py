@@ -5,7 +5,6 @@ catches run in-process and are checked before anything is built or compiled.
 """
 
 import os
-import resource
 import sys
 
 import jax.numpy as jnp
@@ -56,17 +55,15 @@ def test_workdir_that_cannot_be_a_folder(cache, tmp_path, synthetic_config):
                   "directory); choose a folder you can write.")
 
 
-def _no_memory_cap():
-  # A real out-of-memory error without risk to the machine: the allocation that fails is
-  # 512 GiB, refused at once; anything that did get touched is capped at 16 GiB.
-  resource.setrlimit(resource.RLIMIT_AS, (16 << 30, 16 << 30))
-
-
 def test_out_of_memory_says_which_fields_to_lower(cache, tmp_path, synthetic_config):
   # Two levels and one D layer: the least to compile before the 512 GiB kernel is refused.
   command = rh.train_command(str(tmp_path), synthetic_config, {
       "model.ngf": 65536, "model.num_downs": 2, "model.n_layers_d": 1})
-  line = one_line_error(rh.run(command, cache, timeout=180, preexec_fn=_no_memory_cap))
+  # A real out-of-memory error without risk to the machine: the allocation that fails is
+  # 512 GiB, refused at once; anything that did get touched is capped at 16 GiB (a shell's
+  # ulimit: preexec_fn is unsafe in a process with JAX's threads).
+  capped = ["bash", "-c", 'ulimit -v $((16 << 20)) && exec "$@"', "--", *command]
+  line = one_line_error(rh.run(capped, cache, timeout=180))
   assert line.startswith("error: out of memory while creating the initial state on cpu ")
   for hint in ("batch_size=2", "data.crop_size=64", "model.ngf=65536", "Lower batch_size",
                "RESOURCE_EXHAUSTED"):
