@@ -33,24 +33,12 @@ def paper_config(args: argparse.Namespace, batch_size: int, dtype: str):
   c.batch_size = batch_size
   c.model.dtype = dtype
   c.model.upsample = args.upsample
+  c.model.downsample = args.down_impl
   if args.smoke:
     c.data.crop_size = 32
     c.model.num_downs = 5
     c.model.ngf = c.model.ndf = 8
   return c
-
-
-class _NoGuardNumpy:
-  """jax.numpy with `where(finite, new, old)` returning `new`: the step without its guard."""
-
-  def __getattr__(self, name):
-    import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-    return getattr(jnp, name)
-
-  @staticmethod
-  def where(condition, x, y):
-    del condition, y
-    return x
 
 
 def run_one(args: argparse.Namespace, batch_size: int, dtype: str) -> dict:
@@ -61,16 +49,12 @@ def run_one(args: argparse.Namespace, batch_size: int, dtype: str) -> dict:
   from pix2pix_jax import train_step as train_step_lib  # pylint: disable=import-outside-toplevel
 
   c = paper_config(args, batch_size, dtype)
-  if args.down_impl != "auto":  # A/B of the downsampling convolution (benchmarking only)
-    from pix2pix_jax import layers  # pylint: disable=import-outside-toplevel
-    layers.STRIDED_CONV_IMPLS["auto"] = layers.STRIDED_CONV_IMPLS[args.down_impl]
-  if args.no_nan_guard:  # A/B of the step's non-finite guard (benchmarking only)
-    train_step_lib.jnp = _NoGuardNumpy()
   mesh = sharding.make_mesh()
   g_tx, d_tx = train_state_lib.make_optimizers(c, 1000)
   state = jax.jit(lambda: train_state_lib.create_train_state(c, g_tx, d_tx),
                   out_shardings=sharding.replicated(mesh))()
-  step = train_step_lib.jit_train_step(c, mesh, g_tx, d_tx)
+  step = train_step_lib.jit_train_step(c, mesh, g_tx, d_tx,
+                                      guard_nonfinite=not args.no_nan_guard)
   rng = np.random.default_rng(0)
   shape = (batch_size, c.data.crop_size, c.data.crop_size, c.model.input_nc)
   batch = sharding.global_batch(

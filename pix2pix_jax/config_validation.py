@@ -29,13 +29,13 @@ def _at_least(value, field: str, minimum) -> None:
 def _validate_successor_tricks(config: ml_collections.ConfigDict) -> None:
   """The issue-7 switches (multi-scale D, SN, EMA, penalties, label smoothing)."""
   m, loss = config.model, config.loss
-  num_d = m.get("num_d", 1)
+  num_d = m.num_d
   _at_least(num_d, "model.num_d", 1)
   for field in ("lambda_gp", "r1_gamma", "feature_matching_weight"):
     _at_least(loss.get(field, 0.0), f"loss.{field}", 0.0)
-  if not 0.0 <= m.get("ema_decay", 0.0) < 1.0:
+  if not 0.0 <= m.ema_decay < 1.0:
     raise ConfigError(f"model.ema_decay={m.ema_decay} must be in [0, 1) (0 turns the EMA off).")
-  real_label = loss.get("real_label", 1.0)
+  real_label = loss.real_label
   if not 0.0 < real_label <= 1.0:
     raise ConfigError(f"loss.real_label={real_label} must be in (0, 1].")
   if real_label != 1.0 and loss.gan_mode not in ("vanilla", "lsgan"):
@@ -59,6 +59,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _choice(m.norm, "model.norm", layers.NORMS)
   _choice(m.generator, "model.generator", ("unet", "encoder_decoder"))
   _choice(m.upsample, "model.upsample", tuple(layers.TRANSPOSED_CONV_IMPLS))
+  _choice(m.downsample, "model.downsample", tuple(layers.STRIDED_CONV_IMPLS))
   _choice(m.dtype, "model.dtype", ("float32", "bfloat16"))
   _choice(loss.gan_mode, "loss.gan_mode", tuple(losses.GAN_LOSSES))
   _choice(loss.reconstruction, "loss.reconstruction", tuple(losses.RECONSTRUCTION_LOSSES))

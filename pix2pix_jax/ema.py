@@ -20,7 +20,7 @@ RAW_FIELD = "g_params"
 
 
 def enabled(model_config: ml_collections.ConfigDict) -> bool:
-  return model_config.get("ema_decay", 0.0) > 0.0
+  return model_config.ema_decay > 0.0
 
 
 def params_field(config: ml_collections.ConfigDict) -> str:

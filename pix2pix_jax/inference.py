@@ -24,6 +24,7 @@ from PIL import ImageOps
 
 import configs.default as default_config
 from pix2pix_jax import checkpointing
+from pix2pix_jax import ema
 from pix2pix_jax import models
 
 Variables = dict[str, Any]
@@ -78,14 +79,6 @@ def load_config(step_dir: str) -> ml_collections.ConfigDict:
   return config
 
 
-def params_field(config: ml_collections.ConfigDict) -> str:
-  """The TrainState field with the weights to use: the EMA ones when training kept them.
-
-  The same rule as `pix2pix_jax.ema.params_field`.
-  """
-  return "g_ema_params" if config.model.get("ema_decay", 0.0) > 0 else "g_params"
-
-
 def load_generator(path: str, step: int | None = None
                    ) -> tuple[ml_collections.ConfigDict, Variables]:
   """The config and generator variables ({"params", "batch_stats"}) of a checkpoint.
@@ -97,7 +90,7 @@ def load_generator(path: str, step: int | None = None
   config = load_config(step_dir)
   shapes = generator_shapes(config)
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  field = params_field(config)
+  field = ema.params_field(config)
   wanted = {field: shapes["params"]}
   if shapes.get("batch_stats"):
     wanted["g_batch_stats"] = shapes["batch_stats"]

@@ -91,11 +91,12 @@ class Norm(nn.Module):
 
 
 def conv(features: int, kernel: int, stride: int, padding: int, use_bias: bool,
-         dtype: Dtype, name: str | None = None) -> nn.Module:
+         dtype: Dtype, name: str | None = None, downsample: str = "auto") -> nn.Module:
   """A PyTorch-padded convolution; 4x4 stride-2 ones (every downsampling layer) use
-  DownConv, which computes the same function with the same parameters, faster on CPU."""
+  DownConv (computed by `downsample`), the same function with the same parameters, faster
+  on CPU."""
   if (kernel, stride, padding) == (4, 2, 1):
-    return DownConv(features, use_bias, "auto", dtype, name=name)
+    return DownConv(features, use_bias, downsample, dtype, name=name)
   return nn.Conv(
       features, (kernel, kernel), strides=(stride, stride),
       padding=((padding, padding), (padding, padding)), use_bias=use_bias,

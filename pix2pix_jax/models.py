@@ -35,7 +35,8 @@ class UNetGenerator(nn.Module):
   norm: str = "batch"
   dropout_rate: float = 0.5
   skips: bool = True
-  upsample: str = "phase"
+  upsample: str = "auto"
+  downsample: str = "auto"
   dtype: Dtype = jnp.float32
 
   @nn.compact
@@ -45,12 +46,14 @@ class UNetGenerator(nn.Module):
     bias = layers.uses_bias(self.norm)
     x = x.astype(self.dtype)
 
-    h = layers.conv(width[0], 4, 2, 1, bias, self.dtype, name="enc_0")(x)
+    h = layers.conv(width[0], 4, 2, 1, bias, self.dtype, name="enc_0",
+                    downsample=self.downsample)(x)
     activated = []
     for i in range(1, n):
       h = nn.leaky_relu(h, 0.2)
       activated.append(h)
-      h = layers.conv(width[i], 4, 2, 1, bias, self.dtype, name=f"enc_{i}")(h)
+      h = layers.conv(width[i], 4, 2, 1, bias, self.dtype, name=f"enc_{i}",
+                      downsample=self.downsample)(h)
       if i < n - 1:
         h = layers.Norm(self.norm, self.dtype, name=f"enc_norm_{i}")(h, train)
 
@@ -68,14 +71,15 @@ class UNetGenerator(nn.Module):
     return jnp.tanh(h.astype(jnp.float32))
 
 
-def _d_conv(h: jax.Array, train: bool, spectral_norm: bool, *conv_args, name: str) -> jax.Array:
+def _d_conv(h: jax.Array, train: bool, spectral_norm: bool, downsample: str, *conv_args,
+            name: str) -> jax.Array:
   """A D convolution, spectrally normalised when asked (Miyato et al. 2018).
 
   The kernel keeps its name and place in `params`; the power iteration's `u` and `sigma` live
   in `batch_stats` under `<name>_sn`, so the train step threads and checkpoints them as it does
   BatchNorm statistics, and they advance only in train mode.
   """
-  conv = layers.conv(*conv_args, name=name)
+  conv = layers.conv(*conv_args, name=name, downsample=downsample)
   if not spectral_norm:
     return conv(h)
   return nn.SpectralNorm(conv, name=f"{name}_sn")(h, update_stats=train)
@@ -96,12 +100,13 @@ class PatchDiscriminator(nn.Module):
   norm: str = "batch"
   dtype: Dtype = jnp.float32
   spectral_norm: bool = False
+  downsample: str = "auto"
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> list[jax.Array]:
     bias = layers.uses_bias(self.norm)
-    conv = lambda h, *args, name: _d_conv(h, train, self.spectral_norm, *args, self.dtype,
-                                          name=name)
+    conv = lambda h, *args, name: _d_conv(h, train, self.spectral_norm, self.downsample, *args,
+                                          self.dtype, name=name)
     h = x.astype(self.dtype)
     features = []
     if self.n_layers == 0:
@@ -139,6 +144,7 @@ class Discriminator(nn.Module):
   dtype: Dtype = jnp.float32
   num_d: int = 1
   spectral_norm: bool = False
+  downsample: str = "auto"
 
   @nn.compact
   def __call__(self, x: jax.Array, y: jax.Array, train: bool) -> list[list[jax.Array]]:
@@ -149,7 +155,8 @@ class Discriminator(nn.Module):
         inputs = nn.avg_pool(inputs, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)),
                              count_include_pad=False)
       outputs.append(PatchDiscriminator(self.ndf, self.n_layers, self.norm, self.dtype,
-                                        self.spectral_norm, name=f"patch_{s}")(inputs, train))
+                                        self.spectral_norm, self.downsample,
+                                        name=f"patch_{s}")(inputs, train))
     return outputs
 
 
@@ -176,12 +183,12 @@ def make_generator(model_config: ml_collections.ConfigDict) -> UNetGenerator:
       output_nc=model_config.output_nc, num_downs=model_config.num_downs,
       ngf=model_config.ngf, norm=model_config.norm, dropout_rate=model_config.dropout_rate,
       skips=model_config.generator == "unet", upsample=model_config.upsample,
-      dtype=jnp.dtype(model_config.dtype))
+      downsample=model_config.downsample, dtype=jnp.dtype(model_config.dtype))
 
 
 def make_discriminator(model_config: ml_collections.ConfigDict) -> Discriminator:
   return Discriminator(
       ndf=model_config.ndf, n_layers=model_config.n_layers_d, norm=model_config.norm,
       conditional=model_config.conditional_d, dtype=jnp.dtype(model_config.dtype),
-      num_d=model_config.get("num_d", 1),
-      spectral_norm=model_config.get("spectral_norm_d", False))
+      num_d=model_config.num_d, spectral_norm=model_config.spectral_norm_d,
+      downsample=model_config.downsample)

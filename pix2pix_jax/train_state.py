@@ -77,7 +77,7 @@ def create_train_state(config: ml_collections.ConfigDict, g_tx: optax.GradientTr
       g_params=g_params, g_batch_stats=g_batch_stats, g_opt_state=g_tx.init(g_params),
       d_params=d_params, d_batch_stats=d_batch_stats, d_opt_state=d_tx.init(d_params),
       nonfinite_steps=jnp.zeros((), jnp.int32),
-      g_ema_params=jax.tree.map(jnp.copy, g_params) if m.get("ema_decay", 0.0) > 0 else {})
+      g_ema_params=jax.tree.map(jnp.copy, g_params) if m.ema_decay > 0 else {})
 
 
 def total_train_steps(config: ml_collections.ConfigDict, steps_per_epoch: int) -> int:

@@ -44,12 +44,12 @@ class Objective:
 
 def objective_from_config(loss_config: ml_collections.ConfigDict) -> Objective:
   return Objective(
-      gan=losses.GAN_LOSSES[loss_config.gan_mode](real_label=loss_config.get("real_label", 1.0)),
+      gan=losses.GAN_LOSSES[loss_config.gan_mode](real_label=loss_config.real_label),
       gan_weight=loss_config.gan_weight,
       reconstruction=losses.RECONSTRUCTION_LOSSES[loss_config.reconstruction],
       lambda_reconstruction=loss_config.lambda_l1,
       d_regularizers=regularizers.from_config(loss_config),
-      feature_matching_weight=loss_config.get("feature_matching_weight", 0.0))
+      feature_matching_weight=loss_config.feature_matching_weight)
 
 
 def _global_norm_finite(tree: Any) -> jax.Array:
@@ -59,13 +59,14 @@ def _global_norm_finite(tree: Any) -> jax.Array:
 def train_step(state: TrainState, batch: Batch, *, generator: nn.Module,
                discriminator: nn.Module, g_tx: optax.GradientTransformation,
                d_tx: optax.GradientTransformation, objective: Objective,
-               skip_nonfinite: bool = True, ema_decay: float = 0.0
+               ema_decay: float = 0.0, guard_nonfinite: bool = True
                ) -> tuple[TrainState, Metrics]:
   """Returns the next state and this step's scalar measurements.
 
   A step whose losses or gradients are not finite leaves the state as it was (only `step`
-  and `nonfinite_steps` advance): the select fuses into the optimizer update, and the host
-  decides from `metrics["finite"]` whether to go on (config.nan_policy).
+  and `nonfinite_steps` advance): the select fuses into the optimizer update (measured free,
+  benchmarks/RESULTS.md), and the host decides from `metrics["finite"]` whether to go on
+  (config.nan_policy). `guard_nonfinite=False` exists only to measure that.
   """
   x, y = batch["input"], batch["target"]
   key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
@@ -149,21 +150,23 @@ def train_step(state: TrainState, batch: Batch, *, generator: nn.Module,
       step=state.step + 1, g_params=g_params, g_batch_stats=g_batch_stats,
       g_opt_state=g_opt_state, d_params=d_params, d_batch_stats=d_batch_stats,
       d_opt_state=d_opt_state, g_ema_params=g_ema_params)
-  new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state)
+  if guard_nonfinite:
+    new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state)
   new_state = new_state.replace(
       step=state.step + 1, nonfinite_steps=state.nonfinite_steps + (~finite).astype(jnp.int32))
   return new_state, metrics
 
 
 def jit_train_step(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
-                   g_tx: optax.GradientTransformation, d_tx: optax.GradientTransformation
+                   g_tx: optax.GradientTransformation, d_tx: optax.GradientTransformation,
+                   guard_nonfinite: bool = True
                    ) -> Callable[[TrainState, Batch], tuple[TrainState, Metrics]]:
   """The step bound to its networks and objective, jitted once over `mesh`, state donated."""
   step = functools.partial(
       train_step, generator=models.make_generator(config.model),
       discriminator=models.make_discriminator(config.model), g_tx=g_tx, d_tx=d_tx,
       objective=objective_from_config(config.loss),
-      ema_decay=config.model.get("ema_decay", 0.0))
+      ema_decay=config.model.ema_decay, guard_nonfinite=guard_nonfinite)
   replicated = sharding.replicated(mesh)
   return jax.jit(step, in_shardings=(replicated, sharding.batch_sharded(mesh)),
                  out_shardings=(replicated, replicated), donate_argnums=0)

@@ -25,8 +25,9 @@ import tqdm
 
 from pix2pix_jax import checkpointing
 from pix2pix_jax import config_validation
+from pix2pix_jax import ema
+from pix2pix_jax import inference
 from pix2pix_jax import input_pipeline
-from pix2pix_jax import models
 from pix2pix_jax import preemption
 from pix2pix_jax import sharding
 from pix2pix_jax import summaries
@@ -187,15 +188,6 @@ def _raise_if_stopping_on_nonfinite(config: ml_collections.ConfigDict,
         "nan_policy=skip skips such steps instead.")
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _generate(generator: models.UNetGenerator, params: Any, batch_stats: Any,
-              images: jax.Array, key: jax.Array) -> jax.Array:
-  """G in the paper's test mode: dropout on, BatchNorm on the batch's own statistics."""
-  out, _ = generator.apply({"params": params, "batch_stats": batch_stats}, images, train=True,
-                           mutable=["batch_stats"], rngs={"dropout": key})
-  return out
-
-
 def _mean_metrics(pending: list[dict[str, jax.Array]]) -> dict[str, float]:
   stacked = jax.device_get(pending)
   return {k: float(np.mean([m[k] for m in stacked])) for k in stacked[0]}
@@ -258,8 +250,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       config, start_step=start_step, process_index=jax.process_index(),
       process_count=jax.process_count()), mesh)
   samples = input_pipeline.sample_pairs(config, config.num_sample_pairs)
-  generator = models.make_generator(config.model)
-  sample_key = jax.random.key(config.seed + 1)
+  # The sample grids show G as translate would run it: the paper's test mode, EMA weights
+  # when training keeps them, a fixed dropout key per pair.
+  generate = inference.make_generate_fn(config)
+  sample_keys = inference.image_keys(config.seed + 1, list(range(len(samples["input"]))))
   writer = summaries.SummaryWriter(workdir) if is_main else None
 
   bar = tqdm.tqdm(total=total_steps, initial=start_step, disable=not is_main, unit="step",
@@ -303,8 +297,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                          if k in means}, refresh=False)
         pending, window_start, window_first_step = [], time.perf_counter(), step
       if writer and (step % config.sample_every_steps == 0 or last):
-        fake = _generate(generator, state.g_params, state.g_batch_stats,
-                         jnp.asarray(samples["input"]), sample_key)
+        variables = {"params": ema.generator_params(state, config), "batch_stats": state.g_batch_stats}
+        fake = generate(variables, jnp.asarray(samples["input"]), sample_keys)
         writer.image(step, "samples", summaries.sample_grid(
             samples["input"], np.asarray(fake), samples["target"]))
       stopping = stop.should_stop(step) and not last
