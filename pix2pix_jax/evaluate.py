@@ -31,6 +31,7 @@ import numpy as np
 from PIL import Image
 
 import configs.default as default_config
+from pix2pix_jax import checkpoint_flags
 from pix2pix_jax import eval_report
 from pix2pix_jax import inference
 from pix2pix_jax import input_pipeline
@@ -130,9 +131,7 @@ def check_same_architecture(saved: ml_collections.ConfigDict,
 
 def define_flags() -> None:
   """Flags are defined only when run as a program, so that the module imports cleanly."""
-  flags.DEFINE_string("workdir", None, "Training workdir (uses its latest checkpoint).")
-  flags.DEFINE_string("checkpoint", None, "A checkpoints folder or a step folder.")
-  flags.DEFINE_integer("step", None, "Checkpoint step; default the latest.")
+  checkpoint_flags.define()
   flags.DEFINE_string("split", "test", "Dataset split to evaluate.")
   flags.DEFINE_string("output", None, "Folder for metrics.json, index.html, images/.")
   flags.DEFINE_bool("eval_mode", False, "Deterministic: no dropout, BatchNorm running averages.")
@@ -141,10 +140,7 @@ def define_flags() -> None:
 
 
 def _step_dir() -> str:
-  f = flags.FLAGS
-  if (f.workdir is None) == (f.checkpoint is None):
-    raise ValueError("give exactly one of --workdir and --checkpoint")
-  return inference.checkpoint_step_dir(f.workdir or f.checkpoint, f.step)
+  return inference.checkpoint_step_dir(checkpoint_flags.path(), flags.FLAGS.step)
 
 
 def main(argv: list[str]) -> None:
@@ -167,7 +163,7 @@ def run(argv: list[str]) -> None:
   define_flags()
   flags.FLAGS(argv, known_only=True)
   config = default_config.base_config()  # Without a checkpoint: for --help; main() refuses.
-  if flags.FLAGS.workdir is not None or flags.FLAGS.checkpoint is not None:
+  if checkpoint_flags.given():
     try:
       config = inference.load_config(_step_dir())
     except (FileNotFoundError, ValueError) as e:

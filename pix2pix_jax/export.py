@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from pix2pix_jax import checkpoint_flags
 from pix2pix_jax import inference
 from pix2pix_jax import models
 
@@ -41,10 +42,19 @@ FORMATS = ("stablehlo", "saved_model", "both")
 PLATFORMS = ("cpu", "cuda", "tpu")
 
 
+def export_generator(config: ml_collections.ConfigDict) -> models.UNetGenerator:
+  """G with XLA's own (transposed) convolutions: every backend optimises those, and they take
+  symbolic shapes, where the CPU-tuned `auto` choice compares concrete sizes. Same parameters,
+  same function."""
+  model = ml_collections.ConfigDict(config.model.to_dict())
+  model.upsample, model.downsample = "conv_transpose", "lax"
+  return models.make_generator(model)
+
+
 def eval_fn(config: ml_collections.ConfigDict, variables: inference.Variables
             ) -> Callable[[jax.Array], jax.Array]:
   """images -> G(images) in eval mode, the variables closed over (they become constants)."""
-  generator = models.make_generator(config.model)
+  generator = export_generator(config)
   return lambda images: generator.apply(variables, images, train=False)
 
 
@@ -66,7 +76,7 @@ def save_saved_model(config: ml_collections.ConfigDict, variables: inference.Var
   m = config.model
   if size % 2**m.num_downs:
     raise ValueError(f"--size {size} is not a multiple of 2**num_downs = {2**m.num_downs}")
-  generator = models.make_generator(m)
+  generator = export_generator(config)
   one_image = jax2tf.convert(
       lambda variables, image: generator.apply(variables, image[None], train=False)[0],
       with_gradient=False, native_serialization_platforms=("cpu", "cuda"))
@@ -120,9 +130,7 @@ def export_all(checkpoint: str, output_dir: str, *, step: int | None = None,
 
 def define_flags() -> None:
   """Flags are defined only when run as a program, so that the module imports cleanly."""
-  flags.DEFINE_string("workdir", None, "Training workdir (uses its latest checkpoint).")
-  flags.DEFINE_string("checkpoint", None, "A checkpoints folder or a step folder.")
-  flags.DEFINE_integer("step", None, "Checkpoint step; default the latest.")
+  checkpoint_flags.define()
   flags.DEFINE_string("output", None, "Folder for the exported artifacts.", required=True)
   flags.DEFINE_enum("format", "both", FORMATS, "What to export.")
   flags.DEFINE_integer("size", None, "SavedModel image side; default data.crop_size.")
@@ -132,10 +140,8 @@ def define_flags() -> None:
 def main(argv: list[str]) -> None:
   del argv
   f = flags.FLAGS
-  if (f.workdir is None) == (f.checkpoint is None):
-    sys.exit("error: give exactly one of --workdir and --checkpoint")
   try:
-    info = export_all(f.workdir or f.checkpoint, f.output, step=f.step, export_format=f.format,
+    info = export_all(checkpoint_flags.path(), f.output, step=f.step, export_format=f.format,
                       size=f.size, platforms=f.platforms)
   except (FileNotFoundError, ValueError) as e:
     sys.exit(f"error: {e}")

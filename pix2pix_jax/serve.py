@@ -28,6 +28,7 @@ import ml_collections
 import numpy as np
 from PIL import Image
 
+from pix2pix_jax import checkpoint_flags
 from pix2pix_jax import inference
 
 STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
@@ -57,16 +58,6 @@ SIDES = {"synthetic": ("labels", "photo"), "facades": ("photo", "labels"),
          "edges2shoes": ("edges", "photo"), "edges2handbags": ("edges", "photo"),
          "night2day": ("photo", "photo")}
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir (serves its latest checkpoint).")
-_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "A checkpoints folder or a step folder.")
-_STEP = flags.DEFINE_integer("step", None, "Checkpoint step; default the latest.")
-_HOST = flags.DEFINE_string("host", "127.0.0.1", "Address to bind; 0.0.0.0 exposes the demo.")
-_PORT = flags.DEFINE_integer("port", 8000, "Port; 0 picks a free one.")
-_EVAL_MODE = flags.DEFINE_bool("eval_mode", False,
-                               "Deterministic: no dropout, BatchNorm running averages.")
-_SEED = flags.DEFINE_integer("seed", 0, "Dropout noise seed (same drawing, same output).")
-_MAX_UPLOAD_MB = flags.DEFINE_float("max_upload_mb", MAX_UPLOAD_BYTES / 2**20,
-                                    "Larger request bodies are refused with 413.")
 
 
 class BadRequest(Exception):
@@ -296,14 +287,25 @@ def make_server(demo: Demo, host: str = "127.0.0.1", port: int = 8000, *,
   return server
 
 
+def define_flags() -> None:
+  """Flags are defined only when run as a program, so that the module imports cleanly."""
+  checkpoint_flags.define()
+  flags.DEFINE_string("host", "127.0.0.1", "Address to bind; 0.0.0.0 exposes the demo.")
+  flags.DEFINE_integer("port", 8000, "Port; 0 picks a free one.")
+  flags.DEFINE_bool("eval_mode", False, "Deterministic: no dropout, BatchNorm running averages.")
+  flags.DEFINE_integer("seed", 0, "Dropout noise seed (same drawing, same output).")
+  flags.DEFINE_float("max_upload_mb", MAX_UPLOAD_BYTES / 2**20,
+                     "Larger request bodies are refused with 413.")
+
+
 def main(argv: list[str]) -> None:
   del argv
-  if (_WORKDIR.value is None) == (_CHECKPOINT.value is None):
-    sys.exit("error: give exactly one of --workdir and --checkpoint")
-  demo = Demo(_WORKDIR.value or _CHECKPOINT.value, _STEP.value, eval_mode=_EVAL_MODE.value,
-              seed=_SEED.value)
-  server = make_server(demo, _HOST.value, _PORT.value,
-                       max_upload_bytes=int(_MAX_UPLOAD_MB.value * 2**20))
+  f = flags.FLAGS
+  try:
+    demo = Demo(checkpoint_flags.path(), f.step, eval_mode=f.eval_mode, seed=f.seed)
+  except (FileNotFoundError, ValueError) as e:
+    sys.exit(f"error: {e}")
+  server = make_server(demo, f.host, f.port, max_upload_bytes=int(f.max_upload_mb * 2**20))
   host, port = server.server_address[:2]
   shown = f"[{host}]" if ":" in host else host
   print(f"Serving {demo.step_dir} (step {demo.step}, {demo.config.data.name}, "
@@ -318,4 +320,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -16,6 +16,7 @@ from absl import app
 from absl import flags
 from PIL import Image
 
+from pix2pix_jax import checkpoint_flags
 from pix2pix_jax import inference
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -76,9 +77,7 @@ def translate_files(checkpoint: str, input_path: str, output_dir: str, *, step: 
 
 def define_flags() -> None:
   """Flags are defined only when run as a program, so that the module imports cleanly."""
-  flags.DEFINE_string("workdir", None, "Training workdir (uses its latest checkpoint).")
-  flags.DEFINE_string("checkpoint", None, "A checkpoints folder or a step folder.")
-  flags.DEFINE_integer("step", None, "Checkpoint step; default the latest.")
+  checkpoint_flags.define()
   flags.DEFINE_string("input", None, "An image file or a folder of images.", required=True)
   flags.DEFINE_string("output", None, "Folder for the PNG outputs.", required=True)
   flags.DEFINE_enum("size_mode", "pad", inference.SIZE_MODES,
@@ -92,11 +91,9 @@ def define_flags() -> None:
 def main(argv: list[str]) -> None:
   del argv
   f = flags.FLAGS
-  if (f.workdir is None) == (f.checkpoint is None):
-    sys.exit("error: give exactly one of --workdir and --checkpoint")
   try:
     written = translate_files(
-        f.workdir or f.checkpoint, f.input, f.output, step=f.step, size_mode=f.size_mode,
+        checkpoint_flags.path(), f.input, f.output, step=f.step, size_mode=f.size_mode,
         eval_mode=f.eval_mode, seed=f.seed, batch_size=f.batch_size)
   except (FileNotFoundError, ValueError) as e:
     sys.exit(f"error: {e}")
