@@ -29,7 +29,6 @@ from jax.profiler import ProfileData  # noqa: E402
 import common  # noqa: E402
 import train_step as train_step_bench  # noqa: E402
 from pix2pix_jax import sharding  # noqa: E402
-from pix2pix_jax import train_state as train_state_lib  # noqa: E402
 from pix2pix_jax import train_step as train_step_lib  # noqa: E402
 
 _INSTR = re.compile(r"^\s*(?:ROOT\s+)?%([\w.\-]+)\s*=\s*(\S+?)\s+([\w\-]+)\(")
@@ -79,16 +78,14 @@ def main() -> None:
   p.add_argument("--steps", type=int, default=3)
   p.add_argument("--size", type=int, default=256)
   p.add_argument("--upsample", default="auto")
+  p.add_argument("--down_impl", default="auto", help="model.downsample")
   p.add_argument("--smoke", action="store_true")
   p.add_argument("--top", type=int, default=30)
   args = p.parse_args()
 
   c = train_step_bench.paper_config(args, args.batch_size, args.dtype)
   mesh = sharding.make_mesh()
-  g_tx, d_tx = train_state_lib.make_optimizers(c, 1000)
-  state = jax.jit(lambda: train_state_lib.create_train_state(c, g_tx, d_tx),
-                  out_shardings=sharding.replicated(mesh))()
-  step = train_step_lib.jit_train_step(c, mesh, g_tx, d_tx)
+  state, step, _, _ = train_step_lib.fresh(c, mesh, 1000)
   rng = np.random.default_rng(0)
   shape = (args.batch_size, c.data.crop_size, c.data.crop_size, 3)
   batch = sharding.global_batch(
