@@ -45,16 +45,11 @@ def run_one(args: argparse.Namespace, batch_size: int, dtype: str) -> dict:
   import jax  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
   from pix2pix_jax import sharding  # pylint: disable=import-outside-toplevel
-  from pix2pix_jax import train_state as train_state_lib  # pylint: disable=import-outside-toplevel
   from pix2pix_jax import train_step as train_step_lib  # pylint: disable=import-outside-toplevel
 
   c = paper_config(args, batch_size, dtype)
   mesh = sharding.make_mesh()
-  g_tx, d_tx = train_state_lib.make_optimizers(c, 1000)
-  state = jax.jit(lambda: train_state_lib.create_train_state(c, g_tx, d_tx),
-                  out_shardings=sharding.replicated(mesh))()
-  step = train_step_lib.jit_train_step(c, mesh, g_tx, d_tx,
-                                      guard_nonfinite=not args.no_nan_guard)
+  state, step, _, _ = train_step_lib.fresh(c, mesh, 1000, guard_nonfinite=not args.no_nan_guard)
   rng = np.random.default_rng(0)
   shape = (batch_size, c.data.crop_size, c.data.crop_size, c.model.input_nc)
   batch = sharding.global_batch(

@@ -9,7 +9,7 @@ whose cotangent the G loss supplies, so G is not run twice.
 
 import dataclasses
 import functools
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -22,6 +22,7 @@ from pix2pix_jax import losses
 from pix2pix_jax import models
 from pix2pix_jax import regularizers
 from pix2pix_jax import sharding
+from pix2pix_jax import train_state as train_state_lib
 from pix2pix_jax.train_state import TrainState
 
 Batch = dict[str, jax.Array]
@@ -170,3 +171,23 @@ def jit_train_step(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
   replicated = sharding.replicated(mesh)
   return jax.jit(step, in_shardings=(replicated, sharding.batch_sharded(mesh)),
                  out_shardings=(replicated, replicated), donate_argnums=0)
+
+
+class Fresh(NamedTuple):
+  """A new run's pieces: its state, replicated over the mesh, the jitted step, the optimizers."""
+
+  state: TrainState
+  step: Callable[[TrainState, Batch], tuple[TrainState, Metrics]]
+  g_tx: optax.GradientTransformation
+  d_tx: optax.GradientTransformation
+
+
+def fresh(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, total_steps: int,
+          guard_nonfinite: bool = True) -> Fresh:
+  """Initial state and step for `config`, for code that starts from step 0 (tests,
+  benchmarks); the trainer builds the same pieces itself because it may restore instead."""
+  g_tx, d_tx = train_state_lib.make_optimizers(config, total_steps)
+  state = jax.jit(lambda: train_state_lib.create_train_state(config, g_tx, d_tx),
+                  out_shardings=sharding.replicated(mesh))()
+  step = jit_train_step(config, mesh, g_tx, d_tx, guard_nonfinite=guard_nonfinite)
+  return Fresh(state, step, g_tx, d_tx)

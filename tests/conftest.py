@@ -1,13 +1,11 @@
 """Shared pytest fixtures; each group says which part of the project it serves."""
 
-import jax
 import numpy as np
 import pytest
 
 import configs.default as default_config
 from pix2pix_jax import checkpointing
 from pix2pix_jax import sharding
-from pix2pix_jax import train_state as train_state_lib
 from pix2pix_jax import train_step as train_step_lib
 
 # --- Inference, evaluation, export and torch import (issue 4). ----------------------------
@@ -40,9 +38,7 @@ def trained_workdir(tmp_path_factory):
   """
   config = tiny_inference_config()
   workdir = tmp_path_factory.mktemp("trained")
-  g_tx, d_tx = train_state_lib.make_optimizers(config, config.num_train_steps)
-  state = jax.jit(lambda: train_state_lib.create_train_state(config, g_tx, d_tx))()
-  step = train_step_lib.jit_train_step(config, sharding.make_mesh(), g_tx, d_tx)
+  state, step, _, _ = train_step_lib.fresh(config, sharding.make_mesh(), config.num_train_steps)
   rng = np.random.default_rng(0)
   shape = (config.batch_size, config.data.crop_size, config.data.crop_size, 3)
   batch = {"input": rng.uniform(-1, 1, shape).astype(np.float32),

@@ -29,16 +29,13 @@ def main():
     jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
   import numpy as np  # pylint: disable=g-import-not-at-top
   import configs.default as default_config  # pylint: disable=g-import-not-at-top
-  from pix2pix_jax import sharding, train_state, train_step  # pylint: disable=g-import-not-at-top
+  from pix2pix_jax import sharding, train_step  # pylint: disable=g-import-not-at-top
 
   c = default_config.get_config()
   c.batch_size, c.data.crop_size = 8, 32
   c.model.update(num_downs=5, ngf=4, ndf=4, n_layers_d=2)
   mesh = sharding.make_mesh()
-  g_tx, d_tx = train_state.make_optimizers(c, 100)
-  state = jax.jit(lambda: train_state.create_train_state(c, g_tx, d_tx),
-                  out_shardings=sharding.replicated(mesh))()
-  step = train_step.jit_train_step(c, mesh, g_tx, d_tx)
+  state, step, _, _ = train_step.fresh(c, mesh, 100)
   rng = np.random.default_rng(0)
   per_process = c.batch_size // jax.process_count()
   lo = jax.process_index() * per_process

@@ -9,7 +9,6 @@ import numpy as np
 
 import configs.default as default_config
 from pix2pix_jax import sharding
-from pix2pix_jax import train_state as train_state_lib
 from pix2pix_jax import train_step as train_step_lib
 
 # The event jax records once per XLA compilation (jax/_src/dispatch.py BACKEND_COMPILE_EVENT).
@@ -48,10 +47,7 @@ def tiny_config():
 def test_train_step_compiles_once_over_five_steps():
   c = tiny_config()
   mesh = sharding.make_mesh()
-  g_tx, d_tx = train_state_lib.make_optimizers(c, 100)
-  state = jax.jit(lambda: train_state_lib.create_train_state(c, g_tx, d_tx),
-                  out_shardings=sharding.replicated(mesh))()
-  step = train_step_lib.jit_train_step(c, mesh, g_tx, d_tx)
+  state, step, _, _ = train_step_lib.fresh(c, mesh, 100)
   rng = np.random.default_rng(0)
   shape = (c.batch_size, c.data.crop_size, c.data.crop_size, 3)
 

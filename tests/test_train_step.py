@@ -23,9 +23,8 @@ def tiny_config(**loss):
 
 def setup(config, total_steps=1000):
   mesh = sharding.make_mesh()
-  g_tx, d_tx = train_state.make_optimizers(config, total_steps)
-  state = jax.jit(lambda: train_state.create_train_state(config, g_tx, d_tx))()
-  return mesh, g_tx, d_tx, state, train_step.jit_train_step(config, mesh, g_tx, d_tx)
+  state, step, g_tx, d_tx = train_step.fresh(config, mesh, total_steps)
+  return mesh, g_tx, d_tx, state, step
 
 
 def random_batch(seed, config, n=None):
