@@ -5,6 +5,7 @@ functions (and have the same parameter counts) as the official implementation. K
 stored in Flax layout (kh, kw, in, out).
 """
 
+import functools
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -90,24 +91,101 @@ class Norm(nn.Module):
     raise ValueError(f"unknown norm {self.kind!r}; expected one of {NORMS}")
 
 
+Padding = tuple[tuple[int, int], tuple[int, int]]
+_NHWC = ("NHWC", "HWIO", "NHWC")
+
+
+def _lax_conv(x: jax.Array, kernel: jax.Array, stride: int, padding: Padding) -> jax.Array:
+  return jax.lax.conv_general_dilated(x, kernel, (stride, stride), padding,
+                                      dimension_numbers=_NHWC)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def conv_gemm_dw(x: jax.Array, kernel: jax.Array, stride: int, padding: Padding) -> jax.Array:
+  """lax's convolution and input gradient, with the weight gradient as matrix products.
+
+  XLA:CPU computes a convolution's weight gradient as another convolution at a quarter to a
+  third of the speed of the forward one (D's 4x4 conv_3 at batch 16: 600 ms against 155);
+  as one product per tap, dw[ky, kx] = x_tap^T dy contracting pixels, the same sums run at
+  GEMM speed. Few input channels (the RGB layers) stack the taps into one im2col product.
+  """
+  return _lax_conv(x, kernel, stride, padding)
+
+
+def _conv_gemm_dw_fwd(x, kernel, stride, padding):
+  return _lax_conv(x, kernel, stride, padding), (x, kernel)
+
+
+def _conv_gemm_dw_bwd(stride, padding, residuals, g):
+  x, kernel = residuals
+  dx, = jax.vjp(lambda x: _lax_conv(x, kernel, stride, padding), x)[1](g)
+  kh, kw, cin, cout = kernel.shape
+  n, ho, wo, _ = g.shape
+  xp = jnp.pad(x, ((0, 0), padding[0], padding[1], (0, 0)))
+  taps = [xp[:, ky:ky + stride * (ho - 1) + 1:stride, kx:kx + stride * (wo - 1) + 1:stride]
+          for ky in range(kh) for kx in range(kw)]
+  g = g.reshape(n * ho * wo, cout)
+  pixels = (((0,), (0,)), ((), ()))  # contract the pixel axis of both operands
+  if cin < 16:
+    cols = jnp.stack(taps, axis=3).reshape(n * ho * wo, kh * kw * cin)
+    dw = jax.lax.dot_general(cols, g, pixels, preferred_element_type=jnp.float32)
+  else:
+    dw = jnp.stack([jax.lax.dot_general(t.reshape(n * ho * wo, cin), g, pixels,
+                                        preferred_element_type=jnp.float32) for t in taps])
+  return dx, dw.reshape(kernel.shape).astype(kernel.dtype)
+
+
+conv_gemm_dw.defvjp(_conv_gemm_dw_fwd, _conv_gemm_dw_bwd)
+
+
 def conv(features: int, kernel: int, stride: int, padding: int, use_bias: bool,
          dtype: Dtype, name: str | None = None, downsample: str = "auto") -> nn.Module:
   """A PyTorch-padded convolution; 4x4 stride-2 ones (every downsampling layer) use
-  DownConv (computed by `downsample`), the same function with the same parameters, faster
-  on CPU."""
+  DownConv (computed by `downsample`), the others Conv: nn.Conv's function and parameters,
+  faster on CPU."""
   if (kernel, stride, padding) == (4, 2, 1):
     return DownConv(features, use_bias, downsample, dtype, name=name)
-  return nn.Conv(
-      features, (kernel, kernel), strides=(stride, stride),
-      padding=((padding, padding), (padding, padding)), use_bias=use_bias,
-      kernel_init=conv_init, dtype=dtype, name=name)
+  return Conv(features, kernel, stride, padding, use_bias, dtype, name=name)
+
+
+class Conv(nn.Module):
+  """nn.Conv(features, (k, k), stride, padding p) with the same parameters ('kernel', 'bias').
+
+  The weight gradient goes through `conv_gemm_dw` where the output has enough channels to
+  make the per-tap products worth it (not D's one-logit layer).
+  """
+
+  features: int
+  kernel_size: int
+  stride: int
+  padding: int
+  use_bias: bool
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    k = self.kernel_size
+    kernel = self.param("kernel", conv_init, (k, k, x.shape[-1], self.features), jnp.float32)
+    x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+    pad = ((self.padding, self.padding), (self.padding, self.padding))
+    if self.features >= 16:
+      y = conv_gemm_dw(x, kernel, self.stride, pad)
+    else:
+      y = _lax_conv(x, kernel, self.stride, pad)
+    if self.use_bias:
+      y = y + self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32
+                         ).astype(self.dtype)
+    return y
 
 
 def _strided_conv_lax(x: jax.Array, kernel: jax.Array) -> jax.Array:
   """Conv2d(k=4, s=2, p=1) as lax (and nn.Conv) compute it."""
-  return jax.lax.conv_general_dilated(
-      x, kernel, window_strides=(2, 2), padding=((1, 1), (1, 1)),
-      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  return _lax_conv(x, kernel, 2, ((1, 1), (1, 1)))
+
+
+def _strided_conv_lax_gemm_dw(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """lax's convolution with the weight gradient as per-tap matrix products (conv_gemm_dw)."""
+  return conv_gemm_dw(x, kernel, 2, ((1, 1), (1, 1)))
 
 
 def _strided_conv_s2d(x: jax.Array, kernel: jax.Array) -> jax.Array:
@@ -151,12 +229,13 @@ def _strided_conv_gemm(x: jax.Array, kernel: jax.Array) -> jax.Array:
 
 
 def _strided_conv_auto(x: jax.Array, kernel: jax.Array) -> jax.Array:
-  """gemm from 128 input channels on, XLA's convolution below (measured per layer of the
-  paper's networks, batch 1 and 16, benchmarks/layers_bench.py: with few input channels
-  the im2col matrix costs more than the kernel transposes it saves)."""
-  if x.shape[-1] >= 128:
+  """gemm where the kernel outweighs the output (fewer than 4 * out output pixels: the inner
+  levels), lax_gemm_dw elsewhere: the per-layer optimum of the paper's networks at batch 1
+  and 16 (benchmarks/layers_bench.py --kind down)."""
+  n, h, w, _ = x.shape
+  if n * (h // 2) * (w // 2) < 4 * kernel.shape[-1]:
     return _strided_conv_gemm(x, kernel)
-  return _strided_conv_lax(x, kernel)
+  return _strided_conv_lax_gemm_dw(x, kernel)
 
 
 STRIDED_CONV_IMPLS: dict[str, Callable[[jax.Array, jax.Array], jax.Array]] = {
@@ -164,6 +243,7 @@ STRIDED_CONV_IMPLS: dict[str, Callable[[jax.Array, jax.Array], jax.Array]] = {
     "s2d": _strided_conv_s2d,
     "gemm": _strided_conv_gemm,
     "lax": _strided_conv_lax,
+    "lax_gemm_dw": _strided_conv_lax_gemm_dw,
 }
 
 
@@ -211,17 +291,17 @@ def _transposed_conv_phases(x: jax.Array, kernel: jax.Array) -> jax.Array:
   """The same function as four stride-1 2x2 convolutions, one per output phase, interleaved.
 
   No multiplications by the zeros that input dilation inserts, and a weight gradient that
-  XLA:CPU handles an order of magnitude faster than the dilated form's.
+  XLA:CPU handles an order of magnitude faster than the dilated form's (faster again as
+  conv_gemm_dw's per-tap products, except for a 3-channel output).
   """
   n, h, w, _ = x.shape
+  phase_conv = conv_gemm_dw if kernel.shape[-1] >= 16 else _lax_conv
   rows = []
   for py in (0, 1):
     cols = []
     for px in (0, 1):
       k = kernel[_PHASE_TAPS[py], _PHASE_TAPS[px]]
-      cols.append(jax.lax.conv_general_dilated(
-          x, k, window_strides=(1, 1), padding=(_PHASE_PADS[py], _PHASE_PADS[px]),
-          dimension_numbers=("NHWC", "HWIO", "NHWC")))
+      cols.append(phase_conv(x, k, 1, (_PHASE_PADS[py], _PHASE_PADS[px])))
     rows.append(jnp.stack(cols, axis=3))  # (n, h, w, px, c)
   out = jnp.stack(rows, axis=2)  # (n, h, py, w, px, c)
   return out.reshape(n, 2 * h, 2 * w, out.shape[-1])
@@ -271,14 +351,34 @@ def _transposed_conv_gemm(x: jax.Array, kernel: jax.Array) -> jax.Array:
   return y[:, 1:-1, 1:-1]
 
 
+def _transposed_conv_col2im(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """The same function as one matrix product x @ W with W the (in, 16 * out) view of the
+  kernel's taps, then col2im (four shifted adds of the tap planes into 2x2 output blocks).
+
+  Unlike `gemm`, x is read once; the kernel is transposed to (in, taps, out) every step (and
+  its gradient back), which is cheap where the kernel is small against the activations: the
+  outer levels and the 3-channel output layer, where 16 * out gives the product a usable width.
+  """
+  n, h, w, cin = x.shape
+  cout = kernel.shape[-1]
+  z = jnp.einsum("mi,tio->mto", x.reshape(n * h * w, cin), kernel.reshape(16, cin, cout))
+  z = z.reshape(n, h, w, 2, 2, 2, 2, cout)
+  y = sum(jnp.pad(z[:, :, :, a, :, b], ((0, 0), (a, 1 - a), (b, 1 - b), (0, 0), (0, 0), (0, 0)))
+          for a in (0, 1) for b in (0, 1))  # (n, h + 1, w + 1, p, q, out)
+  y = y.transpose(0, 1, 3, 2, 4, 5).reshape(n, 2 * h + 2, 2 * w + 2, cout)
+  return y[:, 1:-1, 1:-1]
+
+
 def _transposed_conv_auto(x: jax.Array, kernel: jax.Array) -> jax.Array:
-  """phase where the input holds more than twice the kernel's elements (and out >= 16
-  channels), gemm elsewhere: the per-layer optimum of the paper's U-Net at batch 1 and 16
-  (benchmarks/layers_bench.py; phase wins only at the outer levels, where convolutions
-  are large, gemm wins where the kernel dominates and for the 3-channel output layer)."""
+  """The per-layer optimum of the paper's U-Net at batch 1 and 16 (benchmarks/layers_bench.py):
+  col2im for the 3-channel output layer, phase where the input holds more than twice the
+  kernel's elements (the outer levels, where convolutions are large), gemm where the kernel
+  dominates (the inner levels)."""
   n, h, w, _ = x.shape
   cout = kernel.shape[-1]
-  if cout >= 16 and n * h * w > 2 * 16 * cout:
+  if cout < 16:
+    return _transposed_conv_col2im(x, kernel)
+  if n * h * w > 2 * 16 * cout:
     return _transposed_conv_phases(x, kernel)
   return _transposed_conv_gemm(x, kernel)
 
@@ -288,6 +388,7 @@ TRANSPOSED_CONV_IMPLS: dict[str, Callable[[jax.Array, jax.Array], jax.Array]] = 
     "phase": _transposed_conv_phases,
     "s2d": _transposed_conv_s2d,
     "gemm": _transposed_conv_gemm,
+    "col2im": _transposed_conv_col2im,
     "conv_transpose": _transposed_conv_reference,
 }
 

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from pix2pix_jax import adam
 from pix2pix_jax import models
 
 PyTree = Any
@@ -45,12 +46,13 @@ def learning_rate_schedule(base_lr: float, config: ml_collections.ConfigDict,
 
 
 def make_optimizers(config: ml_collections.ConfigDict, total_steps: int
-                    ) -> tuple[optax.GradientTransformation, optax.GradientTransformation]:
+                    ) -> tuple[optax.GradientTransformationExtraArgs,
+                               optax.GradientTransformationExtraArgs]:
   """Adam for G and for D (the paper: lr 2e-4, betas 0.5 / 0.999; optim.lr_d for TTUR)."""
   o = config.optim
   lr_d = o.lr if o.lr_d < 0 else o.lr_d
-  g_tx = optax.adam(learning_rate_schedule(o.lr, config, total_steps), b1=o.b1, b2=o.b2)
-  d_tx = optax.adam(learning_rate_schedule(lr_d, config, total_steps), b1=o.b1, b2=o.b2)
+  g_tx = adam.adam(learning_rate_schedule(o.lr, config, total_steps), b1=o.b1, b2=o.b2)
+  d_tx = adam.adam(learning_rate_schedule(lr_d, config, total_steps), b1=o.b1, b2=o.b2)
   return g_tx, d_tx
 
 

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from pix2pix_jax import adam
 from pix2pix_jax import ema
 from pix2pix_jax import losses
 from pix2pix_jax import models
@@ -65,8 +66,8 @@ def train_step(state: TrainState, batch: Batch, *, generator: nn.Module,
   """Returns the next state and this step's scalar measurements.
 
   A step whose losses or gradients are not finite leaves the state as it was (only `step`
-  and `nonfinite_steps` advance): the select fuses into the optimizer update (measured free,
-  benchmarks/RESULTS.md), and the host decides from `metrics["finite"]` whether to go on
+  and `nonfinite_steps` advance): G's guard runs inside its Adam update, in place, the rest
+  of the state goes through a select, and the host decides from `metrics["finite"]` whether to go on
   (config.nan_policy). `guard_nonfinite=False` exists only to measure that.
   """
   x, y = batch["input"], batch["target"]
@@ -138,23 +139,26 @@ def train_step(state: TrainState, batch: Batch, *, generator: nn.Module,
   (g_loss, (d_batch_stats, g_terms)), d_fake = jax.value_and_grad(
       g_loss_fn, has_aux=True)(fake)
   (g_grads,) = g_vjp(d_fake)
-  g_updates, g_opt_state = g_tx.update(g_grads, state.g_opt_state, state.g_params)
-  g_params = optax.apply_updates(state.g_params, g_updates)
+  finite = d_finite & jnp.isfinite(g_loss) & _global_norm_finite(g_grads)
+  # G's update, by far the largest, is guarded inside the optimizer (adam.py: in place);
+  # the rest of the state, small, by the select below.
+  g_keep = finite if guard_nonfinite else True
+  g_updates, g_opt_state = g_tx.update(g_grads, state.g_opt_state, state.g_params,
+                                       finite=g_keep)
+  g_params = adam.apply(state.g_params, g_updates, g_keep)
   g_ema_params = state.g_ema_params
   if ema_decay > 0:
     g_ema_params = ema.update(g_ema_params, g_params, ema_decay, state.step)
   metrics.update(g_terms, G_loss=g_loss, g_grad_norm=optax.global_norm(g_grads))
-
-  finite = d_finite & jnp.isfinite(g_loss) & _global_norm_finite(g_grads)
   metrics["finite"] = finite.astype(jnp.float32)
-  new_state = state.replace(
-      step=state.step + 1, g_params=g_params, g_batch_stats=g_batch_stats,
-      g_opt_state=g_opt_state, d_params=d_params, d_batch_stats=d_batch_stats,
-      d_opt_state=d_opt_state, g_ema_params=g_ema_params)
+  rest = dict(g_batch_stats=g_batch_stats, d_params=d_params, d_batch_stats=d_batch_stats,
+              d_opt_state=d_opt_state, g_ema_params=g_ema_params)
   if guard_nonfinite:
-    new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state)
-  new_state = new_state.replace(
-      step=state.step + 1, nonfinite_steps=state.nonfinite_steps + (~finite).astype(jnp.int32))
+    rest = {name: jax.tree.map(lambda new, old: jnp.where(finite, new, old), value,
+                               getattr(state, name)) for name, value in rest.items()}
+  new_state = state.replace(
+      step=state.step + 1, g_params=g_params, g_opt_state=g_opt_state,
+      nonfinite_steps=state.nonfinite_steps + (~finite).astype(jnp.int32), **rest)
   return new_state, metrics
 
 
