@@ -54,6 +54,20 @@ def category(op_name: str) -> str:
   return kind + " forward"
 
 
+_LAYER = re.compile(r"(UNetGenerator|Discriminator)\)*/(?:patch_\d+/)?(\w+)")
+
+
+def layer(op_name: str) -> str:
+  """'G dec_3 backward', 'D conv_1 forward', ...; ops outside the networks by their op_name."""
+  m = _LAYER.search(op_name)
+  direction = "backward" if "transpose(" in op_name else "forward"
+  if m:
+    return f"{m.group(1)[0]} {m.group(2)} {direction}"
+  if not op_name:
+    return "(no op_name: kernel slices, layout copies)"
+  return re.sub(r"jit\(train_step\)/", "", op_name)[:40]
+
+
 def thunk_times(trace_dir: str) -> tuple[dict[str, float], dict[str, int]]:
   """Summed microseconds and call counts per thunk name over every XLA execute thread."""
   total: dict[str, float] = collections.defaultdict(float)
@@ -121,6 +135,12 @@ def main() -> None:
         f"{busy:.1f} ms/step, others_cpu_frac {others}, loadavg {common.loadavg()}")
   for cat, us in sorted(by_cat.items(), key=lambda kv: -kv[1]):
     print(f"  {cat:18s} {us / args.steps / 1e3:8.1f} ms/step")
+  by_layer: dict[str, float] = collections.defaultdict(float)
+  for us, name, opcode, shape_, op_name in rows:
+    by_layer[layer(op_name)] += us
+  print("by layer (ms/step):")
+  for name, us in sorted(by_layer.items(), key=lambda kv: -kv[1])[:args.top]:
+    print(f"  {name:40s} {us / 1e3:8.1f}")
   by_kind: dict[str, float] = collections.defaultdict(float)
   for us, name, *_ in rows:
     by_kind[re.sub(r"[.\d]+$", "", name)] += us

@@ -122,10 +122,22 @@ def _conv_gemm_dw_bwd(stride, padding, residuals, g):
   kh, kw, cin, cout = kernel.shape
   n, ho, wo, _ = g.shape
   xp = jnp.pad(x, ((0, 0), padding[0], padding[1], (0, 0)))
+  pixels = (((0,), (0,)), ((), ()))  # contract the pixel axis of both operands
+  if stride == 1 and cout < cin:
+    # Shift the (smaller) cotangent instead of the input: tap (ky, kx) pairs xp[i + ky, j + kx]
+    # with g[i, j], i.e. g placed at offset (ky, kx) in an xp-sized frame; one product of all
+    # taps' frames with xp, which is read once.
+    _, hp, wp, _ = xp.shape
+    frames = jnp.stack([jnp.pad(g, ((0, 0), (ky, hp - ho - ky), (kx, wp - wo - kx), (0, 0)))
+                        for ky in range(kh) for kx in range(kw)], axis=-2)  # (n, hp, wp, t, out)
+    dw = jax.lax.dot_general(frames.reshape(n * hp * wp, kh * kw * cout),
+                             xp.reshape(n * hp * wp, cin), pixels,
+                             preferred_element_type=jnp.float32)  # (t * out, in)
+    dw = dw.reshape(kh, kw, cout, cin).transpose(0, 1, 3, 2)
+    return dx, dw.astype(kernel.dtype)
   taps = [xp[:, ky:ky + stride * (ho - 1) + 1:stride, kx:kx + stride * (wo - 1) + 1:stride]
           for ky in range(kh) for kx in range(kw)]
   g = g.reshape(n * ho * wo, cout)
-  pixels = (((0,), (0,)), ((), ()))  # contract the pixel axis of both operands
   if cin < 16:
     cols = jnp.stack(taps, axis=3).reshape(n * ho * wo, kh * kw * cin)
     dw = jax.lax.dot_general(cols, g, pixels, preferred_element_type=jnp.float32)
@@ -151,8 +163,8 @@ def conv(features: int, kernel: int, stride: int, padding: int, use_bias: bool,
 class Conv(nn.Module):
   """nn.Conv(features, (k, k), stride, padding p) with the same parameters ('kernel', 'bias').
 
-  The weight gradient goes through `conv_gemm_dw` where the output has enough channels to
-  make the per-tap products worth it (not D's one-logit layer).
+  The weight gradient goes through `conv_gemm_dw` (D's 4x4 stride-1 layers: conv_3 at batch
+  16 twice as fast, the one-logit conv_4 three to ten times).
   """
 
   features: int
@@ -168,10 +180,7 @@ class Conv(nn.Module):
     kernel = self.param("kernel", conv_init, (k, k, x.shape[-1], self.features), jnp.float32)
     x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
     pad = ((self.padding, self.padding), (self.padding, self.padding))
-    if self.features >= 16:
-      y = conv_gemm_dw(x, kernel, self.stride, pad)
-    else:
-      y = _lax_conv(x, kernel, self.stride, pad)
+    y = conv_gemm_dw(x, kernel, self.stride, pad)
     if self.use_bias:
       y = y + self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32
                          ).astype(self.dtype)
@@ -292,16 +301,15 @@ def _transposed_conv_phases(x: jax.Array, kernel: jax.Array) -> jax.Array:
 
   No multiplications by the zeros that input dilation inserts, and a weight gradient that
   XLA:CPU handles an order of magnitude faster than the dilated form's (faster again as
-  conv_gemm_dw's per-tap products, except for a 3-channel output).
+  conv_gemm_dw's products).
   """
   n, h, w, _ = x.shape
-  phase_conv = conv_gemm_dw if kernel.shape[-1] >= 16 else _lax_conv
   rows = []
   for py in (0, 1):
     cols = []
     for px in (0, 1):
       k = kernel[_PHASE_TAPS[py], _PHASE_TAPS[px]]
-      cols.append(phase_conv(x, k, 1, (_PHASE_PADS[py], _PHASE_PADS[px])))
+      cols.append(conv_gemm_dw(x, k, 1, (_PHASE_PADS[py], _PHASE_PADS[px])))
     rows.append(jnp.stack(cols, axis=3))  # (n, h, w, px, c)
   out = jnp.stack(rows, axis=2)  # (n, h, py, w, px, c)
   return out.reshape(n, 2 * h, 2 * w, out.shape[-1])
@@ -351,34 +359,12 @@ def _transposed_conv_gemm(x: jax.Array, kernel: jax.Array) -> jax.Array:
   return y[:, 1:-1, 1:-1]
 
 
-def _transposed_conv_col2im(x: jax.Array, kernel: jax.Array) -> jax.Array:
-  """The same function as one matrix product x @ W with W the (in, 16 * out) view of the
-  kernel's taps, then col2im (four shifted adds of the tap planes into 2x2 output blocks).
-
-  Unlike `gemm`, x is read once; the kernel is transposed to (in, taps, out) every step (and
-  its gradient back), which is cheap where the kernel is small against the activations: the
-  outer levels and the 3-channel output layer, where 16 * out gives the product a usable width.
-  """
-  n, h, w, cin = x.shape
-  cout = kernel.shape[-1]
-  z = jnp.einsum("mi,tio->mto", x.reshape(n * h * w, cin), kernel.reshape(16, cin, cout))
-  z = z.reshape(n, h, w, 2, 2, 2, 2, cout)
-  y = sum(jnp.pad(z[:, :, :, a, :, b], ((0, 0), (a, 1 - a), (b, 1 - b), (0, 0), (0, 0), (0, 0)))
-          for a in (0, 1) for b in (0, 1))  # (n, h + 1, w + 1, p, q, out)
-  y = y.transpose(0, 1, 3, 2, 4, 5).reshape(n, 2 * h + 2, 2 * w + 2, cout)
-  return y[:, 1:-1, 1:-1]
-
-
 def _transposed_conv_auto(x: jax.Array, kernel: jax.Array) -> jax.Array:
-  """The per-layer optimum of the paper's U-Net at batch 1 and 16 (benchmarks/layers_bench.py):
-  col2im for the 3-channel output layer, phase where the input holds more than twice the
-  kernel's elements (the outer levels, where convolutions are large), gemm where the kernel
-  dominates (the inner levels)."""
+  """phase where the input has at least 4 * out pixels (the outer levels, where convolutions
+  are large), gemm where the kernel dominates (the inner levels): the per-layer optimum of
+  the paper's U-Net at batch 1 and 16 (benchmarks/layers_bench.py --kind up)."""
   n, h, w, _ = x.shape
-  cout = kernel.shape[-1]
-  if cout < 16:
-    return _transposed_conv_col2im(x, kernel)
-  if n * h * w > 2 * 16 * cout:
+  if n * h * w >= 4 * kernel.shape[-1]:
     return _transposed_conv_phases(x, kernel)
   return _transposed_conv_gemm(x, kernel)
 
@@ -388,7 +374,6 @@ TRANSPOSED_CONV_IMPLS: dict[str, Callable[[jax.Array, jax.Array], jax.Array]] = 
     "phase": _transposed_conv_phases,
     "s2d": _transposed_conv_s2d,
     "gemm": _transposed_conv_gemm,
-    "col2im": _transposed_conv_col2im,
     "conv_transpose": _transposed_conv_reference,
 }
 

@@ -133,3 +133,47 @@ def test_down_conv_has_nn_conv_parameters():
   assert jax.tree.map(jnp.shape, down.init(jax.random.key(0), x)) == jax.tree.map(
       jnp.shape, params)
   assert_close(down.apply(params, x), conv.apply(params, x))
+
+
+# (stride, padding, in, out): each way conv_gemm_dw computes the weight gradient: im2col
+# (in < 16), one product per input tap (in >= 16), the shifted cotangent (stride 1, out < in,
+# D's one-logit layer among them), with the phase convolutions' one-sided paddings.
+GEMM_DW_CASES = [(2, ((1, 1), (1, 1)), 3, 8), (2, ((1, 1), (1, 1)), 16, 8),
+                 (2, ((1, 1), (1, 1)), 16, 24), (1, ((1, 1), (1, 1)), 16, 24),
+                 (1, ((1, 1), (1, 1)), 24, 1), (1, ((1, 0), (0, 1)), 20, 6),
+                 (1, ((0, 0), (0, 0)), 6, 4)]
+
+
+@pytest.mark.parametrize("stride,padding,cin,cout", GEMM_DW_CASES)
+def test_conv_gemm_dw_matches_lax_with_gradients(stride, padding, cin, cout):
+  x, _ = random_inputs((2, 9, 7, cin, cout), seed=5)
+  kh = 4 if padding[0] == (1, 1) else 2
+  k = 0.1 * jax.random.normal(jax.random.key(6), (kh, kh, cin, cout), jnp.float32)
+
+  def reference(x, k):
+    return jax.lax.conv_general_dilated(x, k, (stride, stride), padding,
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+  y_ref, vjp_ref = jax.vjp(reference, x, k)
+  y, vjp = jax.vjp(lambda x, k: layers.conv_gemm_dw(x, k, stride, padding), x, k)
+  assert_close(y, y_ref)
+  cotangent = jax.random.normal(jax.random.key(7), y.shape, jnp.float32)
+  for got, want in zip(jax.jit(vjp)(cotangent), jax.jit(vjp_ref)(cotangent)):
+    assert_close(got, want)
+
+
+@pytest.mark.parametrize("kernel,padding,features", [(4, 1, 8), (4, 1, 1), (1, 0, 5)])
+def test_conv_has_nn_conv_parameters_and_function(kernel, padding, features):
+  """layers.Conv (D's stride-1 layers) is a drop-in for nn.Conv, gradients included."""
+  x, _ = random_inputs((2, 9, 8, 6, 1), seed=8)
+  conv = nn.Conv(features, (kernel, kernel), padding=((padding, padding), (padding, padding)))
+  params = jax.tree.map(lambda p: p + 0.1, conv.init(jax.random.key(0), x))
+  ours = layers.conv(features, kernel, 1, padding, True, jnp.float32)
+  assert isinstance(ours, layers.Conv)
+  assert jax.tree.map(jnp.shape, ours.init(jax.random.key(0), x)) == jax.tree.map(
+      jnp.shape, params)
+  loss = lambda module: lambda p: jnp.sum(jnp.sin(module.apply(p, x)))
+  assert_close(ours.apply(params, x), conv.apply(params, x))
+  for got, want in zip(jax.tree.leaves(jax.grad(loss(ours))(params)),
+                       jax.tree.leaves(jax.grad(loss(conv))(params))):
+    assert_close(got, want)
