@@ -160,6 +160,7 @@ def main() -> None:
       ("spread", "step_time_spread", "{:.1%}"), ("GFLOP/img HLO", "hlo_gflop_per_image", "{:.1f}"),
       ("GFLOP/img ref", "reference_gflop_per_image", "{:.1f}"),
       ("GFLOP/s", "gflops_per_s", "{:.0f}"), ("of peak", "fraction_of_peak", "{:.1%}"),
+      ("of peak (ref FLOPs)", "reference_fraction_of_peak", "{:.1%}"),
       ("compile s", "compile_s", "{:.1f}"), ("RSS MiB", "host_peak_rss_mib", "{:.0f}"),
       ("CPU s/step", "cpu_s_per_step_median", "{:.2f}"),
       ("others CPU max", "others_cpu_frac_max", "{:.2f}")])

@@ -54,7 +54,7 @@ def base_config() -> ml_collections.ConfigDict:
   # How 4x4 stride-2 (transposed) convolutions are computed; same parameters and function,
   # different speed (benchmarks/layers_bench.py). auto picks per layer.
   c.model.upsample = "auto"  # auto | phase | gemm | s2d | conv_transpose (lax)
-  c.model.downsample = "auto"  # auto | gemm | s2d | lax
+  c.model.downsample = "auto"  # auto | gemm | lax_gemm_dw | s2d | lax
   c.model.dtype = "float32"  # Compute dtype: float32 | bfloat16 (params stay float32).
   # Successors' tricks (issue 7); the defaults are the paper's networks.
   c.model.num_d = 1  # PatchGANs on 1x, 1/2x, 1/4x... inputs (pix2pixHD multi-scale D).
