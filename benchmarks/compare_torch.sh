@@ -1,0 +1,49 @@
+#!/bin/bash
+# Side-by-side CPU training throughput: this project (default XLA flags, then the oneDNN flags
+# `make bench` uses) and the PyTorch reference, alternated round by round, same allocator.
+#
+#   benchmarks/compare_torch.sh TORCH_PYTHON REFERENCE_PY [rounds] [out.jsonl]
+#   e.g. benchmarks/compare_torch.sh /work/torchvenv/bin/python \
+#          ../shared/bench/torch_pix2pix_reference.py 2 /tmp/compare.jsonl
+#
+# Batch 1: 10 timed steps after 3 warm-up; batch 16: 5 after 2. Every line of the output file
+# is one run's JSON record (the reference's has "what": "train"); a summary follows.
+set -euo pipefail
+TORCH_PY=${1:?usage: $0 TORCH_PYTHON REFERENCE_PY [rounds] [out.jsonl]}
+REFERENCE=$(realpath "${2:?usage: $0 TORCH_PYTHON REFERENCE_PY [rounds] [out.jsonl]}")
+ROUNDS=${3:-2}
+OUT=$(realpath -m "${4:-/tmp/p2p_compare_torch.jsonl}")
+PY=${PY:-.venv/bin/python}
+cd "$(dirname "$0")/.."
+TCMALLOC=${TCMALLOC:-/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4}
+[ -e "$TCMALLOC" ] && export LD_PRELOAD=$TCMALLOC
+ONEDNN="--xla_cpu_use_onednn=true --xla_cpu_experimental_onednn_custom_call=true"
+: > "$OUT"
+for round in $(seq "$ROUNDS"); do
+  for bs in 1 16; do
+    if [ "$bs" = 1 ]; then n=10; w=3; else n=5; w=2; fi
+    "$PY" benchmarks/train_step.py --batch_size $bs --steps $n --warmup $w --out "$OUT" >/dev/null
+    XLA_FLAGS="$ONEDNN" "$PY" benchmarks/train_step.py --batch_size $bs --steps $n --warmup $w \
+      --out "$OUT" >/dev/null
+    "$TORCH_PY" "$REFERENCE" train --bs $bs --size 256 --iters $n --warmup $w --threads 2 \
+      2>/dev/null | grep '^{' >> "$OUT"
+  done
+done
+"$PY" - "$OUT" <<'EOF'
+import json, sys
+print("side        batch  img/s  / PyTorch (same round)  of 544 GFLOP/s (86.94 GFLOP/img)  others CPU")
+pending = []
+for line in open(sys.argv[1]):
+  r = json.loads(line)
+  if r.get("what") != "train":
+    pending.append(r)
+    continue
+  for j in pending:  # this round's JAX runs at this batch size, then the reference's
+    flags = "oneDNN" if "onednn" in (j["machine"].get("XLA_FLAGS") or "") else "default"
+    print(f"jax {flags:7s} {j['batch_size']:5d}  {j['images_per_s']:5.2f}  "
+          f"{j['images_per_s'] / r['images_per_s']:22.2f}  "
+          f"{j['reference_fraction_of_peak']:32.1%}  {j['others_cpu_frac_max']:10.2f}")
+  print(f"pytorch     {r['bs']:5d}  {r['images_per_s']:5.2f}  {'':22s}  "
+        f"{86.94 * r['images_per_s'] / 544:32.1%}  {max(r['others_cpu_frac']):10.2f}")
+  pending = []
+EOF
