@@ -12,6 +12,7 @@ SEEDS=${3:-0 1}
 WORK=${WORK:-/tmp/p2p_mixed_precision}
 PY=${PY:-.venv/bin/python}
 cd "$(dirname "$0")/.."
+mkdir -p "$WORK"
 COMMON=(--config configs/facades.py --config.data.manual_dir="$MANUAL_DIR"
         --config.data.data_dir="$WORK/tfds" --config.data.load_size=72 --config.data.crop_size=64
         --config.model.num_downs=6 --config.model.ngf=32 --config.model.ndf=32
