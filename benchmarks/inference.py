@@ -74,6 +74,7 @@ def main() -> None:
   p.add_argument("--warmup", type=int, default=2)
   p.add_argument("--size", type=int, default=256)
   p.add_argument("--upsample", default="auto", help="model.upsample")
+  p.add_argument("--down_impl", default="auto", help="model.downsample")
   p.add_argument("--smoke", action="store_true", help="tiny generator at 32x32")
   p.add_argument("--out", default=None, help="also append the JSON lines to this file")
   args = p.parse_args()

@@ -62,7 +62,8 @@ def layer(op_name: str) -> str:
   m = _LAYER.search(op_name)
   direction = "backward" if "transpose(" in op_name else "forward"
   if m:
-    return f"{m.group(1)[0]} {m.group(2)} {direction}"
+    net = "D" if m.group(1) == "Discriminator" else "G"
+    return f"{net} {m.group(2)} {direction}"
   if not op_name:
     return "(no op_name: kernel slices, layout copies)"
   return re.sub(r"jit\(train_step\)/", "", op_name)[:40]

@@ -1,0 +1,45 @@
+"""The benchmark scripts run (tiny networks): a broken flag or import shows up here, not on a
+lent GPU. Their figures are checked by reading them, never asserted."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_script(name: str, *args: str) -> list[dict]:
+  proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", name), *args],
+                        capture_output=True, text=True, timeout=600, cwd=ROOT, check=False)
+  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+  return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+
+
+def test_train_step_benchmark_smoke():
+  (record,) = run_script("train_step.py", "--smoke", "--batch_size", "2", "--steps", "2",
+                         "--warmup", "1")
+  assert "error" not in record, record
+  for key in ("images_per_s", "batch_size", "dtype", "step_time_median_s", "gflops_per_s",
+              "fraction_of_peak", "compile_s"):
+    assert record[key] is not None, key
+  assert record["batch_size"] == 2 and record["finite"] == 1.0
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_inference_benchmark_smoke(mode):
+  records = run_script("inference.py", "--smoke", "--batch_size", "2", "--mode", mode,
+                       "--steps", "2", "--warmup", "1")
+  assert len(records) == 1 and records[0]["images_per_s"] > 0 and "error" not in records[0]
+
+
+def test_profile_step_smoke():
+  proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "profile_step.py"),
+                         "--smoke", "--steps", "1", "--top", "5"],
+                        capture_output=True, text=True, timeout=600, cwd=ROOT, check=False)
+  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+  assert "by layer (ms/step):" in proc.stdout
+  assert re.search(r"^\s+[GD] \w+ (forward|backward)\s+[\d.]+$", proc.stdout, re.M), proc.stdout
