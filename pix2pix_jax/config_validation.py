@@ -18,7 +18,8 @@ class ConfigError(ValueError):
 
 def _choice(value, field: str, choices) -> None:
   if value not in choices:
-    raise ConfigError(f"{field}={value!r} is not supported; choose one of {', '.join(map(str, choices))}.")
+    options = ", ".join(map(str, choices))
+    raise ConfigError(f"{field}={value!r} is not supported; choose one of {options}.")
 
 
 def _at_least(value, field: str, minimum) -> None:
@@ -81,7 +82,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if crops and d.crop_size % multiple:
     raise ConfigError(
         f"data.crop_size={d.crop_size} must be a multiple of 2**model.num_downs={multiple} "
-        f"so that the U-Net's skip connections line up (e.g. {max(multiple, d.crop_size // multiple * multiple)}).")
+        f"so that the U-Net's skip connections line up "
+        f"(e.g. {max(multiple, d.crop_size // multiple * multiple)}).")
   if d.preprocess in ("resize_and_crop", "scale_width_and_crop") and d.crop_size > d.load_size:
     raise ConfigError(
         f"data.crop_size={d.crop_size} is larger than data.load_size={d.load_size}: "

@@ -211,8 +211,9 @@ def translate(config: ml_collections.ConfigDict, variables: Variables,
   """uint8 images of any sizes and channel counts -> uint8 HxWx`output_nc` outputs, same sizes.
 
   size_mode "pad": reflect-pad to a multiple of 2**num_downs, crop the output back (keeps the
-  pixel scale; in test mode the mirrored border also enters the BatchNorm statistics). "resize": resize to the training crop size and the output back (keeps the
-  scale the network was trained at, relative to the image). Images of one padded shape share
+  pixel scale; in test mode the mirrored border also enters the BatchNorm statistics).
+  "resize": resize to the training crop size and the output back (keeps the scale the
+  network was trained at, relative to the image). Images of one padded shape share
   a compiled function; the last batch of a shape is filled up with copies so that every batch
   has `batch_size` images and each shape compiles once. Image i's dropout key is the seed's
   folded with image_ids[i] (default: i), so an image's output depends only on (seed, id).

@@ -95,6 +95,26 @@ Padding = tuple[tuple[int, int], tuple[int, int]]
 _NHWC = ("NHWC", "HWIO", "NHWC")
 
 
+def _with_conv_params(module: nn.Module, x: jax.Array, size: int,
+                      fn: Callable[[jax.Array, jax.Array], jax.Array]) -> jax.Array:
+  """fn(x, kernel) + bias with nn.Conv's parameters: 'kernel' (size, size, in, features) and,
+  if module.use_bias, 'bias', float32, applied in module.dtype."""
+  kernel = module.param("kernel", conv_init, (size, size, x.shape[-1], module.features),
+                        jnp.float32)
+  y = fn(x.astype(module.dtype), kernel.astype(module.dtype))
+  if module.use_bias:
+    y = y + module.param("bias", nn.initializers.zeros, (module.features,), jnp.float32
+                         ).astype(module.dtype)
+  return y
+
+
+def _window_taps(xp: jax.Array, kh: int, kw: int, stride: int, ho: int, wo: int
+                 ) -> list[jax.Array]:
+  """The (n, ho, wo, in) input window of each kernel tap of a padded input, row-major."""
+  return [xp[:, ky:ky + stride * (ho - 1) + 1:stride, kx:kx + stride * (wo - 1) + 1:stride]
+          for ky in range(kh) for kx in range(kw)]
+
+
 def _lax_conv(x: jax.Array, kernel: jax.Array, stride: int, padding: Padding) -> jax.Array:
   return jax.lax.conv_general_dilated(x, kernel, (stride, stride), padding,
                                       dimension_numbers=_NHWC)
@@ -137,8 +157,7 @@ def _conv_gemm_dw_bwd(stride, padding, residuals, g):
                              preferred_element_type=jnp.float32)  # (t * out, in)
     dw = dw.reshape(kh, kw, cout, cin).transpose(0, 1, 3, 2)
     return dx, dw.astype(kernel.dtype)
-  taps = [xp[:, ky:ky + stride * (ho - 1) + 1:stride, kx:kx + stride * (wo - 1) + 1:stride]
-          for ky in range(kh) for kx in range(kw)]
+  taps = _window_taps(xp, kh, kw, stride, ho, wo)
   g = g.reshape(n * ho * wo, cout)
   if cin < 16:
     cols = jnp.stack(taps, axis=3).reshape(n * ho * wo, kh * kw * cin)
@@ -178,15 +197,9 @@ class Conv(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    k = self.kernel_size
-    kernel = self.param("kernel", conv_init, (k, k, x.shape[-1], self.features), jnp.float32)
-    x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
     pad = ((self.padding, self.padding), (self.padding, self.padding))
-    y = conv_gemm_dw(x, kernel, self.stride, pad)
-    if self.use_bias:
-      y = y + self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32
-                         ).astype(self.dtype)
-    return y
+    return _with_conv_params(self, x, self.kernel_size,
+                             lambda x, k: conv_gemm_dw(x, k, self.stride, pad))
 
 
 def _strided_conv_lax(x: jax.Array, kernel: jax.Array) -> jax.Array:
@@ -215,9 +228,7 @@ def _strided_conv_s2d(x: jax.Array, kernel: jax.Array) -> jax.Array:
   hb, wb = x.shape[1] // 2, x.shape[2] // 2
   x = x.reshape(n, hb, 2, wb, 2, cin).transpose(0, 1, 3, 2, 4, 5).reshape(n, hb, wb, 4 * cin)
   k = kernel.reshape(2, 2, 2, 2, cin, cout).transpose(0, 2, 1, 3, 4, 5)
-  y = jax.lax.conv_general_dilated(
-      x, k.reshape(2, 2, 4 * cin, cout), window_strides=(1, 1), padding="VALID",
-      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  y = _lax_conv(x, k.reshape(2, 2, 4 * cin, cout), 1, ((0, 0), (0, 0)))
   return y[:, :h // 2, :w // 2]
 
 
@@ -233,8 +244,7 @@ def _strided_conv_gemm(x: jax.Array, kernel: jax.Array) -> jax.Array:
   cout = kernel.shape[-1]
   ho, wo = (h - 2) // 2 + 1, (w - 2) // 2 + 1
   x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-  cols = jnp.stack([x[:, ky:ky + 2 * ho - 1:2, kx:kx + 2 * wo - 1:2]
-                    for ky in range(4) for kx in range(4)], axis=3)  # (n, ho, wo, 16, in)
+  cols = jnp.stack(_window_taps(x, 4, 4, 2, ho, wo), axis=3)  # (n, ho, wo, 16, in)
   y = jnp.dot(cols.reshape(n * ho * wo, 16 * cin), kernel.reshape(16 * cin, cout))
   return y.reshape(n, ho, wo, cout)
 
@@ -271,13 +281,7 @@ class DownConv(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    kernel = self.param("kernel", conv_init, (4, 4, x.shape[-1], self.features), jnp.float32)
-    x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
-    y = STRIDED_CONV_IMPLS[self.impl](x, kernel)
-    if self.use_bias:
-      y = y + self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32
-                         ).astype(self.dtype)
-    return y
+    return _with_conv_params(self, x, 4, STRIDED_CONV_IMPLS[self.impl])
 
 
 def _transposed_conv_reference(x: jax.Array, kernel: jax.Array) -> jax.Array:
@@ -288,7 +292,7 @@ def _transposed_conv_reference(x: jax.Array, kernel: jax.Array) -> jax.Array:
   """
   return jax.lax.conv_general_dilated(
       x, kernel[::-1, ::-1], window_strides=(1, 1), padding=((2, 2), (2, 2)),
-      lhs_dilation=(2, 2), dimension_numbers=("NHWC", "HWIO", "NHWC"))
+      lhs_dilation=(2, 2), dimension_numbers=_NHWC)
 
 
 # Output phase p in {0, 1} along one axis reads input rows (m - 1, m) for p = 0 and (m, m + 1)
@@ -330,9 +334,7 @@ def _transposed_conv_s2d(x: jax.Array, kernel: jax.Array) -> jax.Array:
   cout = kernel.shape[-1]
   k = kernel.reshape(2, 2, 2, 2, cin, cout)[::-1, :, ::-1]  # (a', p, b', q, in, out)
   k = k.transpose(0, 2, 4, 1, 3, 5).reshape(2, 2, cin, 4 * cout)
-  y = jax.lax.conv_general_dilated(
-      x, k, window_strides=(1, 1), padding=((1, 1), (1, 1)),
-      dimension_numbers=("NHWC", "HWIO", "NHWC"))  # (n, h + 1, w + 1, 4 * out)
+  y = _lax_conv(x, k, 1, ((1, 1), (1, 1)))  # (n, h + 1, w + 1, 4 * out)
   y = y.reshape(n, h + 1, w + 1, 2, 2, cout).transpose(0, 1, 3, 2, 4, 5)
   return y.reshape(n, 2 * h + 2, 2 * w + 2, cout)[:, 1:-1, 1:-1]
 
@@ -394,10 +396,4 @@ class UpConv(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    kernel = self.param("kernel", conv_init, (4, 4, x.shape[-1], self.features), jnp.float32)
-    x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
-    y = TRANSPOSED_CONV_IMPLS[self.impl](x, kernel)
-    if self.use_bias:
-      y = y + self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32
-                         ).astype(self.dtype)
-    return y
+    return _with_conv_params(self, x, 4, TRANSPOSED_CONV_IMPLS[self.impl])

@@ -69,8 +69,8 @@ def train_step(state: TrainState, batch: Batch, *, generator: nn.Module,
 
   A step whose losses or gradients are not finite leaves the state as it was (only `step`
   and `nonfinite_steps` advance): G's guard runs inside its Adam update, in place, the rest
-  of the state goes through a select, and the host decides from `metrics["finite"]` whether to go on
-  (config.nan_policy). `guard_nonfinite=False` exists only to measure that.
+  of the state goes through a select, and the host decides from `metrics["finite"]` whether
+  to go on (config.nan_policy). `guard_nonfinite=False` exists only to measure that.
   """
   x, y = batch["input"], batch["target"]
   key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
@@ -115,7 +115,7 @@ def train_step(state: TrainState, batch: Batch, *, generator: nn.Module,
     (d_loss, (d_batch_stats, loss_real, loss_fake, penalties)), d_grads = jax.value_and_grad(
         d_loss_fn, has_aux=True)(d_params)
     d_updates, d_opt_state = d_tx.update(d_grads, d_opt_state, d_params)
-    d_params = optax.apply_updates(d_params, d_updates)
+    d_params = adam.apply(d_params, d_updates)  # guarded with the rest of the state below
     d_grad_norm = _global_norm(d_grads)
     d_finite = jnp.isfinite(d_loss) & jnp.isfinite(d_grad_norm)
     metrics.update(penalties, D_real=loss_real, D_fake=loss_fake, D_loss=d_loss,

@@ -297,7 +297,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                          if k in means}, refresh=False)
         pending, window_start, window_first_step = [], time.perf_counter(), step
       if writer and (step % config.sample_every_steps == 0 or last):
-        variables = {"params": ema.generator_params(state, config), "batch_stats": state.g_batch_stats}
+        variables = {"params": ema.generator_params(state, config),
+                     "batch_stats": state.g_batch_stats}
         fake = generate(variables, jnp.asarray(samples["input"]), sample_keys)
         writer.image(step, "samples", summaries.sample_grid(
             samples["input"], np.asarray(fake), samples["target"]))

@@ -11,8 +11,9 @@ from pix2pix_jax import train_step as train_step_lib
 # --- Inference, evaluation, export and torch import (issue 4). ----------------------------
 
 
-def tiny_inference_config():
-  """The default recipe shrunk to 64x64 and ngf/ndf 4: seconds to compile.
+def tiny_config():
+  """The default recipe shrunk to 64x64 and ngf/ndf 4: seconds to compile (also imported by
+  tests that build a step from it).
 
   Six levels is the fewest with a dropout layer (levels 4..num_downs-2), whose noise the
   paper's test mode keeps.
@@ -36,7 +37,7 @@ def trained_workdir(tmp_path_factory):
   One step moves the BatchNorm running statistics away from their initial values, so eval
   mode and the paper's test mode give different outputs.
   """
-  config = tiny_inference_config()
+  config = tiny_config()
   workdir = tmp_path_factory.mktemp("trained")
   state, step, _, _ = train_step_lib.fresh(config, sharding.make_mesh(), config.num_train_steps)
   rng = np.random.default_rng(0)

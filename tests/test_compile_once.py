@@ -7,9 +7,9 @@ in and the one coming out) would cost the whole compile time again on every iter
 import jax
 import numpy as np
 
-import configs.default as default_config
 from pix2pix_jax import sharding
 from pix2pix_jax import train_step as train_step_lib
+from conftest import tiny_config
 
 # The event jax records once per XLA compilation (jax/_src/dispatch.py BACKEND_COMPILE_EVENT).
 BACKEND_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
@@ -32,16 +32,6 @@ class CompileCounter:
 
   def __exit__(self, *exc) -> None:
     jax.monitoring.unregister_event_duration_listener(self)
-
-
-def tiny_config():
-  c = default_config.get_config()
-  c.data.crop_size = 32
-  c.model.num_downs = 5
-  c.model.ngf = 4
-  c.model.ndf = 4
-  c.batch_size = 2
-  return c
 
 
 def test_train_step_compiles_once_over_five_steps():
