@@ -25,7 +25,7 @@ $(VENV)/.installed: requirements.txt
 # layers (benchmarks/RESULTS.md). Compare with PyTorch only under the same allocator.
 TCMALLOC ?= /usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4
 # XLA:CPU's oneDNN convolutions and matmuls (experimental XLA flags, CPU only, ignored by GPU
-# and TPU backends): a 6-7 % faster training step here (benchmarks/RESULTS.md). Not used by
+# and TPU backends): a 3-8 % faster training step here (benchmarks/RESULTS.md). Not used by
 # `make test`, whose persistent compilation cache cannot serialise oneDNN executables;
 # `CPU_XLA_FLAGS=` turns them off.
 CPU_XLA_FLAGS ?= --xla_cpu_use_onednn=true --xla_cpu_experimental_onednn_custom_call=true
