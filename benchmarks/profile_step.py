@@ -31,7 +31,9 @@ import train_step as train_step_bench  # noqa: E402
 from pix2pix_jax import sharding  # noqa: E402
 from pix2pix_jax import train_step as train_step_lib  # noqa: E402
 
-_INSTR = re.compile(r"^\s*(?:ROOT\s+)?%([\w.\-]+)\s*=\s*(\S+?)\s+([\w\-]+)\(")
+_INSTR = re.compile(r"^\s*(?:ROOT\s+)?%([\w.\-]+)\s*=\s*(.+?)\s+([\w\-]+)\(")
+# oneDNN custom calls run as thunks named "<instruction>__onednn$<kind>".
+_THUNK_SUFFIX = re.compile(r"__onednn\$\w+$")
 _OP_NAME = re.compile(r'op_name="([^"]*)"')
 _SKIP = ("ThreadpoolListener", "end: ", "ThunkExecutor", "ThunkSequence")
 
@@ -127,7 +129,7 @@ def main() -> None:
   by_cat: dict[str, float] = collections.defaultdict(float)
   rows = []
   for name, us in total.items():
-    shape_, opcode, op_name = index.get(name, ("?", "?", ""))
+    shape_, opcode, op_name = index.get(_THUNK_SUFFIX.sub("", name), ("?", "?", ""))
     by_cat[category(op_name)] += us
     rows.append((us / args.steps, name, opcode, shape_, op_name))
   rows.sort(reverse=True)
@@ -144,7 +146,7 @@ def main() -> None:
     print(f"  {name:40s} {us / 1e3:8.1f}")
   by_kind: dict[str, float] = collections.defaultdict(float)
   for us, name, *_ in rows:
-    by_kind[re.sub(r"[.\d]+$", "", name)] += us
+    by_kind[re.sub(r"(\.\d+|\.clone)+", "", name)] += us
   print("by thunk kind (ms/step):")
   for kind, us in sorted(by_kind.items(), key=lambda kv: -kv[1])[:args.top]:
     print(f"  {kind:32s} {us / 1e3:8.1f}")

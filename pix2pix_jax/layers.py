@@ -128,8 +128,10 @@ def conv_gemm_dw(x: jax.Array, kernel: jax.Array, stride: int, padding: Padding)
   third of the speed of the forward one (D's 4x4 conv_3 at batch 16: 600 ms against 155);
   as one product per tap, dw[ky, kx] = x_tap^T dy contracting pixels, the same sums run at
   GEMM speed. Few input channels (the RGB layers) stack the taps into one im2col product;
-  stride-1 layers with fewer outputs than inputs shift the cotangent instead of the input.
-  Tested against lax's values and both gradients for every branch (tests/test_layers.py).
+  stride-1 layers with fewer outputs than inputs shift the cotangent instead of the input;
+  stride-2 layers with fewer than 128 input channels (whose per-tap products are too narrow
+  for GEMM speed) do the same on the space-to-depth input. Tested against lax's values and
+  both gradients for every branch (tests/test_layers.py).
   """
   return _lax_conv(x, kernel, stride, padding)
 
@@ -145,17 +147,32 @@ def _conv_gemm_dw_bwd(stride, padding, residuals, g):
   n, ho, wo, _ = g.shape
   xp = jnp.pad(x, ((0, 0), padding[0], padding[1], (0, 0)))
   pixels = (((0,), (0,)), ((), ()))  # contract the pixel axis of both operands
-  if stride == 1 and cout < cin:
-    # Shift the (smaller) cotangent instead of the input: tap (ky, kx) pairs xp[i + ky, j + kx]
-    # with g[i, j], i.e. g placed at offset (ky, kx) in an xp-sized frame; one product of all
-    # taps' frames with xp, which is read once.
-    _, hp, wp, _ = xp.shape
+
+  def shifted_frames_dw(xp, kh, kw):
+    """Tap (ky, kx) pairs xp[i + ky, j + kx] with g[i, j], i.e. g placed at offset (ky, kx)
+    in an xp-sized frame: one product of all taps' frames with xp, which is read once.
+    Returns (kh, kw, out, in)."""
+    _, hp, wp, c = xp.shape
     frames = jnp.stack([jnp.pad(g, ((0, 0), (ky, hp - ho - ky), (kx, wp - wo - kx), (0, 0)))
                         for ky in range(kh) for kx in range(kw)], axis=-2)  # (n, hp, wp, t, out)
     dw = jax.lax.dot_general(frames.reshape(n * hp * wp, kh * kw * cout),
-                             xp.reshape(n * hp * wp, cin), pixels,
+                             xp.reshape(n * hp * wp, c), pixels,
                              preferred_element_type=jnp.float32)  # (t * out, in)
-    dw = dw.reshape(kh, kw, cout, cin).transpose(0, 1, 3, 2)
+    return dw.reshape(kh, kw, cout, c)
+
+  if stride == 1 and cout < cin:
+    # Shift the (smaller) cotangent instead of the input.
+    dw = shifted_frames_dw(xp, kh, kw).transpose(0, 1, 3, 2)
+    return dx, dw.astype(kernel.dtype)
+  if stride == 2 and kh % 2 == 0 and kw % 2 == 0 and 16 <= cin < 128:
+    # Tap (2a + p, 2b + q) reads phase (p, q) of block (i + a, j + b) of the space-to-depth
+    # input: the stride-1 (kh/2, kw/2) case above with 4 * in channels, one product with
+    # K = 4 * in where the per-tap products have K = in (below GEMM speed under 128).
+    xp = jnp.pad(xp, ((0, 0), (0, xp.shape[1] % 2), (0, xp.shape[2] % 2), (0, 0)))
+    hb, wb = xp.shape[1] // 2, xp.shape[2] // 2
+    xs = xp.reshape(n, hb, 2, wb, 2, cin).transpose(0, 1, 3, 2, 4, 5).reshape(n, hb, wb, 4 * cin)
+    dw = shifted_frames_dw(xs, kh // 2, kw // 2).reshape(kh // 2, kw // 2, cout, 2, 2, cin)
+    dw = dw.transpose(0, 3, 1, 4, 5, 2).reshape(kernel.shape)  # (a, p, b, q, in, out)
     return dx, dw.astype(kernel.dtype)
   taps = _window_taps(xp, kh, kw, stride, ho, wo)
   g = g.reshape(n * ho * wo, cout)

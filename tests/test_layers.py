@@ -136,10 +136,12 @@ def test_down_conv_has_nn_conv_parameters():
 
 
 # (stride, padding, in, out): each way conv_gemm_dw computes the weight gradient: im2col
-# (in < 16), one product per input tap (in >= 16), the shifted cotangent (stride 1, out < in,
-# D's one-logit layer among them), with the phase convolutions' one-sided paddings.
+# (in < 16), one product per input tap (in >= 16; stride 2 from 128), the shifted cotangent
+# (stride 1, out < in, D's one-logit layer among them; stride 2 with 16 <= in < 128 on the
+# space-to-depth input, odd sizes included), with the phase convolutions' one-sided paddings.
 GEMM_DW_CASES = [(2, ((1, 1), (1, 1)), 3, 8), (2, ((1, 1), (1, 1)), 16, 8),
-                 (2, ((1, 1), (1, 1)), 16, 24), (1, ((1, 1), (1, 1)), 16, 24),
+                 (2, ((1, 1), (1, 1)), 16, 24), (2, ((1, 1), (1, 1)), 128, 8),
+                 (1, ((1, 1), (1, 1)), 16, 24),
                  (1, ((1, 1), (1, 1)), 24, 1), (1, ((1, 0), (0, 1)), 20, 6),
                  (1, ((0, 0), (0, 0)), 6, 4)]
 
