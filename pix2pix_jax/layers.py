@@ -142,8 +142,14 @@ def _conv_gemm_dw_fwd(x, kernel, stride, padding):
 
 def _conv_gemm_dw_bwd(stride, padding, residuals, g):
   x, kernel = residuals
-  dx, = jax.vjp(lambda x: _lax_conv(x, kernel, stride, padding), x)[1](g)
   kh, kw, cin, cout = kernel.shape
+  if (stride, kh, kw, padding) == (2, 4, 4, ((1, 1), (1, 1))):
+    # Conv2d(4, 2, 1)'s input gradient is ConvTranspose2d(4, 2, 1) of g with in and out
+    # swapped, here as one stride-1 convolution; lax's is an input-dilated convolution
+    # (three quarters of its products with inserted zeros): 1.1-2.1x slower on XLA:CPU.
+    dx = _transposed_conv_s2d(g, kernel.transpose(0, 1, 3, 2), x.shape[1:3])
+  else:
+    dx, = jax.vjp(lambda x: _lax_conv(x, kernel, stride, padding), x)[1](g)
   n, ho, wo, _ = g.shape
   xp = jnp.pad(x, ((0, 0), padding[0], padding[1], (0, 0)))
   pixels = (((0,), (0,)), ((), ()))  # contract the pixel axis of both operands
@@ -338,22 +344,26 @@ def _transposed_conv_phases(x: jax.Array, kernel: jax.Array) -> jax.Array:
   return out.reshape(n, 2 * h, 2 * w, out.shape[-1])
 
 
-def _transposed_conv_s2d(x: jax.Array, kernel: jax.Array) -> jax.Array:
+def _transposed_conv_s2d(x: jax.Array, kernel: jax.Array,
+                         out_hw: tuple[int, int] | None = None) -> jax.Array:
   """The same function as one stride-1 2x2 convolution to 4 * out channels, depth-to-space.
 
   Writing the output (padded by one pixel) as 2x2 blocks, block m, phase p receives
   x[m - a] * w[2a + p] for a in {0, 1}: one "full" 2x2 correlation of x with the kernel
   regrouped as (a, b, in, (p, q, out)) and flipped in (a, b). One large convolution instead
   of four small ones and no interleave of four outputs; it computes (h + 1)(w + 1) blocks for
-  h * w outputs' worth, which is little waste except at the innermost levels.
+  h * w outputs' worth, which is little waste except at the innermost levels. `out_hw`
+  (at most (2h + 1, 2w + 1)) keeps one more output row/column: a stride-2 convolution's input
+  gradient for odd input sizes. The convolution's weight gradient is conv_gemm_dw's.
   """
   n, h, w, cin = x.shape
   cout = kernel.shape[-1]
+  oh, ow = out_hw or (2 * h, 2 * w)
   k = kernel.reshape(2, 2, 2, 2, cin, cout)[::-1, :, ::-1]  # (a', p, b', q, in, out)
   k = k.transpose(0, 2, 4, 1, 3, 5).reshape(2, 2, cin, 4 * cout)
-  y = _lax_conv(x, k, 1, ((1, 1), (1, 1)))  # (n, h + 1, w + 1, 4 * out)
+  y = conv_gemm_dw(x, k, 1, ((1, 1), (1, 1)))  # (n, h + 1, w + 1, 4 * out)
   y = y.reshape(n, h + 1, w + 1, 2, 2, cout).transpose(0, 1, 3, 2, 4, 5)
-  return y.reshape(n, 2 * h + 2, 2 * w + 2, cout)[:, 1:-1, 1:-1]
+  return y.reshape(n, 2 * h + 2, 2 * w + 2, cout)[:, 1:1 + oh, 1:1 + ow]
 
 
 def _transposed_conv_gemm(x: jax.Array, kernel: jax.Array) -> jax.Array:
