@@ -146,7 +146,7 @@ def _conv_gemm_dw_bwd(stride, padding, residuals, g):
   if (stride, kh, kw, padding) == (2, 4, 4, ((1, 1), (1, 1))):
     # Conv2d(4, 2, 1)'s input gradient is ConvTranspose2d(4, 2, 1) of g with in and out
     # swapped, here as one stride-1 convolution; lax's is an input-dilated convolution
-    # (three quarters of its products with inserted zeros): 1.1-2.1x slower on XLA:CPU.
+    # (three quarters of its products with inserted zeros): 1.03-2.1x slower on XLA:CPU.
     dx = _transposed_conv_s2d(g, kernel.transpose(0, 1, 3, 2), x.shape[1:3])
   else:
     dx, = jax.vjp(lambda x: _lax_conv(x, kernel, stride, padding), x)[1](g)
