@@ -120,9 +120,18 @@ def _lax_conv(x: jax.Array, kernel: jax.Array, stride: int, padding: Padding) ->
                                       dimension_numbers=_NHWC)
 
 
+def _space_to_depth(x: jax.Array) -> jax.Array:
+  """(n, h, w, c) -> (n, ceil(h / 2), ceil(w / 2), (p, q, c)): pixel (2i + p, 2j + q) becomes
+  channels (p, q) of block (i, j); odd sizes get a zero row/column at the bottom/right."""
+  n, h, w, c = x.shape
+  x = jnp.pad(x, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)))
+  hb, wb = x.shape[1] // 2, x.shape[2] // 2
+  return x.reshape(n, hb, 2, wb, 2, c).transpose(0, 1, 3, 2, 4, 5).reshape(n, hb, wb, 4 * c)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def conv_gemm_dw(x: jax.Array, kernel: jax.Array, stride: int, padding: Padding) -> jax.Array:
-  """lax's convolution and input gradient, with the weight gradient as matrix products.
+  """lax's convolution, with the weight gradient as matrix products.
 
   XLA:CPU computes a convolution's weight gradient as another convolution at a quarter to a
   third of the speed of the forward one (D's 4x4 conv_3 at batch 16: 600 ms against 155);
@@ -130,8 +139,9 @@ def conv_gemm_dw(x: jax.Array, kernel: jax.Array, stride: int, padding: Padding)
   GEMM speed. Few input channels (the RGB layers) stack the taps into one im2col product;
   stride-1 layers with fewer outputs than inputs shift the cotangent instead of the input;
   stride-2 layers with fewer than 128 input channels (whose per-tap products are too narrow
-  for GEMM speed) do the same on the space-to-depth input. Tested against lax's values and
-  both gradients for every branch (tests/test_layers.py).
+  for GEMM speed) do the same on the space-to-depth input. The input gradient is lax's,
+  except for Conv2d(4, 2, 1) (below). Tested against lax's values and both gradients for
+  every branch (tests/test_layers.py).
   """
   return _lax_conv(x, kernel, stride, padding)
 
@@ -174,10 +184,7 @@ def _conv_gemm_dw_bwd(stride, padding, residuals, g):
     # Tap (2a + p, 2b + q) reads phase (p, q) of block (i + a, j + b) of the space-to-depth
     # input: the stride-1 (kh/2, kw/2) case above with 4 * in channels, one product with
     # K = 4 * in where the per-tap products have K = in (below GEMM speed under 128).
-    xp = jnp.pad(xp, ((0, 0), (0, xp.shape[1] % 2), (0, xp.shape[2] % 2), (0, 0)))
-    hb, wb = xp.shape[1] // 2, xp.shape[2] // 2
-    xs = xp.reshape(n, hb, 2, wb, 2, cin).transpose(0, 1, 3, 2, 4, 5).reshape(n, hb, wb, 4 * cin)
-    dw = shifted_frames_dw(xs, kh // 2, kw // 2).reshape(kh // 2, kw // 2, cout, 2, 2, cin)
+    dw = shifted_frames_dw(_space_to_depth(xp), kh // 2, kw // 2).reshape(kh // 2, kw // 2, cout, 2, 2, cin)
     dw = dw.transpose(0, 3, 1, 4, 5, 2).reshape(kernel.shape)  # (a, p, b, q, in, out)
     return dx, dw.astype(kernel.dtype)
   taps = _window_taps(xp, kh, kw, stride, ho, wo)
@@ -231,7 +238,7 @@ def _strided_conv_lax(x: jax.Array, kernel: jax.Array) -> jax.Array:
 
 
 def _strided_conv_lax_gemm_dw(x: jax.Array, kernel: jax.Array) -> jax.Array:
-  """lax's convolution with the weight gradient as per-tap matrix products (conv_gemm_dw)."""
+  """lax's convolution with conv_gemm_dw's gradients (weight gradient as matrix products)."""
   return conv_gemm_dw(x, kernel, 2, ((1, 1), (1, 1)))
 
 
@@ -241,15 +248,13 @@ def _strided_conv_s2d(x: jax.Array, kernel: jax.Array) -> jax.Array:
   Tap 2a + p of the 4x4 window reads block a, phase p of the padded input, so the kernel
   regrouped as (a, b, (p, q, in), out) computes the same sums. Its gradients are stride-1
   convolutions too, where lax's stride-2 form differentiates into an input-dilated
-  convolution (a quarter of its multiplications by inserted zeros, off XLA:CPU's fast
+  convolution (three quarters of its multiplications by inserted zeros, off XLA:CPU's fast
   path) and a window-dilated weight gradient.
   """
   n, h, w, cin = x.shape
   cout = kernel.shape[-1]
-  # One extra row/column of padding for odd sizes; the extra output row/column is dropped.
-  x = jnp.pad(x, ((0, 0), (1, 1 + h % 2), (1, 1 + w % 2), (0, 0)))
-  hb, wb = x.shape[1] // 2, x.shape[2] // 2
-  x = x.reshape(n, hb, 2, wb, 2, cin).transpose(0, 1, 3, 2, 4, 5).reshape(n, hb, wb, 4 * cin)
+  # Odd sizes get one more row/column of padding; the extra output row/column is dropped.
+  x = _space_to_depth(jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0))))
   k = kernel.reshape(2, 2, 2, 2, cin, cout).transpose(0, 2, 1, 3, 4, 5)
   y = _lax_conv(x, k.reshape(2, 2, 4 * cin, cout), 1, ((0, 0), (0, 0)))
   return y[:, :h // 2, :w // 2]
