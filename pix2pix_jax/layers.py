@@ -116,8 +116,47 @@ def _window_taps(xp: jax.Array, kh: int, kw: int, stride: int, ho: int, wo: int
 
 
 def _lax_conv(x: jax.Array, kernel: jax.Array, stride: int, padding: Padding) -> jax.Array:
+  if stride == 1:
+    return _stride1_conv(x, kernel, padding)
   return jax.lax.conv_general_dilated(x, kernel, (stride, stride), padding,
                                       dimension_numbers=_NHWC)
+
+
+# Stride-1 convolutions with at least this many input and output channels go to oneDNN on
+# XLA:CPU (D's conv_3, the inner phase convolutions, their input gradients): 6-20 % faster
+# per call there, where narrower ones are as fast or faster in YNNPACK.
+_ONEDNN_MIN_CHANNELS = 128
+
+
+def _stride1_conv(x: jax.Array, kernel: jax.Array, padding: Padding) -> jax.Array:
+  """lax's stride-1 convolution; on CPU, wide layers are steered from YNNPACK to oneDNN.
+
+  XLA:CPU hands YNNPACK every convolution it accepts, and YNNPACK declines those whose
+  output is wider than their input; oneDNN (with the Makefile's XLA flags; XLA's own
+  convolution without them) then runs them. So the right padding grows until the output is
+  one column wider than the input, and the extra columns (one to three) are dropped: the
+  same sums, 1.5-6.5 % more products, 1.4-2.2 % off the batch-1 step
+  (benchmarks/RESULTS.md). Other backends have one convolution path and get lax's call.
+  """
+  (pt, pb), (pl, pr) = padding
+  kh, kw, cin, cout = kernel.shape
+  wo = x.shape[2] + pl + pr - kw + 1
+  extra = 0
+  if jax.default_backend() == "cpu" and min(cin, cout) >= _ONEDNN_MIN_CHANNELS:
+    extra = max(0, x.shape[2] + 1 - wo)
+  y = jax.lax.conv_general_dilated(x, kernel, (1, 1), ((pt, pb), (pl, pr + extra)),
+                                   dimension_numbers=_NHWC)
+  return y[:, :, :wo] if extra else y
+
+
+def _stride1_conv_dx(g: jax.Array, kernel: jax.Array, padding: Padding) -> jax.Array:
+  """The input gradient of a stride-1 convolution with padding below the kernel size: g
+  correlated with the flipped kernel (in and out swapped) under the complementary padding,
+  itself a `_stride1_conv` (so steered like the forward pass)."""
+  (pt, pb), (pl, pr) = padding
+  kh, kw = kernel.shape[:2]
+  flipped = kernel[::-1, ::-1].transpose(0, 1, 3, 2)
+  return _stride1_conv(g, flipped, ((kh - 1 - pt, kh - 1 - pb), (kw - 1 - pl, kw - 1 - pr)))
 
 
 def _space_to_depth(x: jax.Array) -> jax.Array:
@@ -158,6 +197,8 @@ def _conv_gemm_dw_bwd(stride, padding, residuals, g):
     # swapped, here as one stride-1 convolution; lax's is an input-dilated convolution
     # (three quarters of its products with inserted zeros): 1.03-2.1x slower on XLA:CPU.
     dx = _transposed_conv_s2d(g, kernel.transpose(0, 1, 3, 2), x.shape[1:3])
+  elif stride == 1 and max(max(p) for p in padding) < min(kh, kw):
+    dx = _stride1_conv_dx(g, kernel, padding)
   else:
     dx, = jax.vjp(lambda x: _lax_conv(x, kernel, stride, padding), x)[1](g)
   n, ho, wo, _ = g.shape

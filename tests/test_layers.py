@@ -138,12 +138,16 @@ def test_down_conv_has_nn_conv_parameters():
 # (stride, padding, in, out): each way conv_gemm_dw computes the weight gradient: im2col
 # (in < 16), one product per input tap (in >= 16; stride 2 from 128), the shifted cotangent
 # (stride 1, out < in, D's one-logit layer among them; stride 2 with 16 <= in < 128 on the
-# space-to-depth input, odd sizes included), with the phase convolutions' one-sided paddings.
+# space-to-depth input, odd sizes included), with the phase convolutions' one-sided paddings;
+# the last three have 128 channels or more, so their forward pass and input gradient are
+# steered to oneDNN on CPU (a wider output, cropped).
 GEMM_DW_CASES = [(2, ((1, 1), (1, 1)), 3, 8), (2, ((1, 1), (1, 1)), 16, 8),
                  (2, ((1, 1), (1, 1)), 16, 24), (2, ((1, 1), (1, 1)), 128, 8),
                  (1, ((1, 1), (1, 1)), 16, 24),
                  (1, ((1, 1), (1, 1)), 24, 1), (1, ((1, 0), (0, 1)), 20, 6),
-                 (1, ((0, 0), (0, 0)), 6, 4)]
+                 (1, ((0, 0), (0, 0)), 6, 4),
+                 (1, ((1, 1), (1, 1)), 128, 136), (1, ((1, 0), (0, 1)), 144, 128),
+                 (1, ((0, 0), (0, 0)), 128, 128)]
 
 
 @pytest.mark.parametrize("stride,padding,cin,cout", GEMM_DW_CASES)
@@ -164,6 +168,21 @@ def test_conv_gemm_dw_matches_lax_with_gradients(stride, padding, cin, cout, hei
   cotangent = jax.random.normal(jax.random.key(7), y.shape, jnp.float32)
   for got, want in zip(jax.jit(vjp)(cotangent), jax.jit(vjp_ref)(cotangent)):
     assert_close(got, want)
+
+
+@pytest.mark.parametrize("cin,cout,steered", [(128, 136, True), (256, 64, False)])
+def test_wide_stride1_convs_are_steered_past_ynnpack(cin, cout, steered):
+  """On CPU, a stride-1 convolution with >= 128 channels each side is issued with an output
+  one column wider than its input (which YNNPACK declines, so oneDNN runs it), then cropped;
+  narrower ones are issued as they are."""
+  x = jnp.zeros((1, 8, 8, cin))
+  k = jnp.zeros((4, 4, cin, cout))
+  (eqn,) = [e for e in jax.make_jaxpr(lambda x, k: layers.conv_gemm_dw(
+      x, k, 1, ((1, 1), (1, 1))))(x, k).jaxpr.eqns if e.primitive.name == "custom_vjp_call"]
+  convs = [e for e in eqn.params["call_jaxpr"].jaxpr.eqns
+           if e.primitive.name == "conv_general_dilated"]
+  (conv,) = convs
+  assert conv.outvars[0].aval.shape[2] == (9 if steered else 7)
 
 
 @pytest.mark.parametrize("kernel,padding,features", [(4, 1, 8), (4, 1, 1), (1, 0, 5)])
