@@ -437,18 +437,15 @@ def _transposed_conv_gemm(x: jax.Array, kernel: jax.Array) -> jax.Array:
 
 
 def _transposed_conv_auto(x: jax.Array, kernel: jax.Array) -> jax.Array:
-  """phase where the input has at least 4 * out pixels (the outer levels, where convolutions
-  are large), except s2d for fewer than 16 outputs (the RGB layer: 4 * out columns where
-  each phase convolution has out, twice as fast), gemm where the kernel dominates (the inner
-  levels): the per-layer optimum of the paper's U-Net at batch 1 and 16
-  (benchmarks/layers_bench.py --kind up)."""
+  """gemm where the kernel dominates (fewer than 4 * out input pixels: the inner levels), s2d
+  elsewhere (the outer levels, where convolutions are large): its one convolution is wider
+  than its input, so on XLA:CPU oneDNN runs it. Per-layer optimum of the paper's U-Net at
+  batch 1 and 16 (benchmarks/layers_bench.py --kind up); in the whole step s2d at the outer
+  levels is 1.7-2.2 % faster than the four phase convolutions (benchmarks/ab_step.py)."""
   n, h, w, _ = x.shape
-  cout = kernel.shape[-1]
-  if n * h * w < 4 * cout:
+  if n * h * w < 4 * kernel.shape[-1]:
     return _transposed_conv_gemm(x, kernel)
-  if cout < 16:
-    return _transposed_conv_s2d(x, kernel)
-  return _transposed_conv_phases(x, kernel)
+  return _transposed_conv_s2d(x, kernel)
 
 
 TRANSPOSED_CONV_IMPLS: dict[str, Callable[[jax.Array, jax.Array], jax.Array]] = {

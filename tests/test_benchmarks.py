@@ -43,3 +43,21 @@ def test_profile_step_smoke():
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
   assert "by layer (ms/step):" in proc.stdout
   assert re.search(r"^\s+[GD] \w+ (forward|backward)\s+[\d.]+$", proc.stdout, re.M), proc.stdout
+
+
+def test_ab_step_smoke():
+  """Variants are config overrides; each gets its own record, relative to the first."""
+  records = run_script("ab_step.py", "--smoke", "--batch_size", "2", "--rounds", "2",
+                       "--warmup", "1", "--variant", "auto:",
+                       "--variant", "phase:model.upsample=phase,model.ngf=4")
+  assert [r["variant"] for r in records] == ["auto", "phase"]
+  assert records[0]["relative_to_first"] == 1.0
+  assert records[1]["overrides"] == {"model.upsample": "phase", "model.ngf": 4}
+  assert all(len(r["samples_s"]) == 2 and r["images_per_s"] > 0 for r in records)
+
+
+def test_ab_step_rejects_unknown_keys():
+  proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "ab_step.py"),
+                         "--smoke", "--rounds", "1", "--variant", "x:model.no_such_key=1"],
+                        capture_output=True, text=True, timeout=600, cwd=ROOT, check=False)
+  assert proc.returncode != 0 and "no_such_key" in proc.stderr

@@ -15,8 +15,10 @@ import pytest
 from pix2pix_jax import layers
 
 # (batch, height, width, in channels, out channels): square and not, odd sizes, 1x1 (the
-# innermost U-Net level), one channel in or out.
-SHAPES = [(2, 4, 4, 3, 5), (1, 3, 5, 8, 2), (3, 1, 1, 16, 4), (1, 6, 2, 1, 7), (2, 5, 7, 4, 1)]
+# innermost U-Net level), one channel in or out, and 128 channels (their convolutions and
+# input gradients steered to oneDNN on CPU, layers._stride1_conv).
+SHAPES = [(2, 4, 4, 3, 5), (1, 3, 5, 8, 2), (3, 1, 1, 16, 4), (1, 6, 2, 1, 7), (2, 5, 7, 4, 1),
+          (1, 3, 4, 128, 128)]
 IMPLS = sorted(layers.TRANSPOSED_CONV_IMPLS)
 
 

@@ -1,0 +1,120 @@
+"""A/B of train-step variants in one process, their steps alternated.
+
+Between two processes the same step on this VM differs by up to 4 % (placement, memory
+layout, neighbours), more than most single optimisations gain; within one process, with the
+variants' steps interleaved, 1 % differences reproduce. Each variant is the paper's
+configuration (as `train_step.py` builds it) with config overrides; all are compiled first,
+then called round-robin on the same batch. Prints one JSON line per variant and a table of
+medians relative to the first.
+
+  python benchmarks/ab_step.py --batch_size 1 --rounds 30 \\
+      --variant auto: --variant phase:model.upsample=phase
+"""
+
+import argparse
+import ast
+import os
+import statistics
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+import common  # noqa: E402
+import train_step as train_step_bench  # noqa: E402
+from pix2pix_jax import sharding  # noqa: E402
+from pix2pix_jax import train_step as train_step_lib  # noqa: E402
+
+
+def parse_variant(text: str) -> tuple[str, dict[str, object]]:
+  """'name:key=value,key=value' -> (name, {dotted key: value}); values are Python literals
+  where they parse as one (numbers, booleans), strings otherwise."""
+  name, _, spec = text.partition(":")
+  overrides = {}
+  for item in filter(None, spec.split(",")):
+    key, _, value = item.partition("=")
+    try:
+      overrides[key] = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+      overrides[key] = value
+  return name, overrides
+
+
+def apply_overrides(config, overrides: dict[str, object]) -> None:
+  for key, value in overrides.items():
+    *path, leaf = key.split(".")
+    node = config
+    for part in path:
+      node = node[part]
+    if leaf not in node:
+      raise KeyError(f"unknown config key {key!r}")
+    node[leaf] = value
+
+
+def main() -> None:
+  p = argparse.ArgumentParser(description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--batch_size", type=int, default=1)
+  p.add_argument("--dtype", default="float32")
+  p.add_argument("--size", type=int, default=256)
+  p.add_argument("--rounds", type=int, default=20, help="timed steps per variant")
+  p.add_argument("--warmup", type=int, default=2)
+  p.add_argument("--variant", action="append", required=True,
+                 help="name:key=value,... (config overrides; the first is the baseline)")
+  p.add_argument("--smoke", action="store_true")
+  p.add_argument("--out", help="append the JSON lines to this file")
+  args = p.parse_args()
+  args.upsample, args.down_impl = "auto", "auto"
+
+  mesh = sharding.make_mesh()
+  rng = np.random.default_rng(0)
+  runs = []
+  for text in args.variant:
+    name, overrides = parse_variant(text)
+    c = train_step_bench.paper_config(args, args.batch_size, args.dtype)
+    apply_overrides(c, overrides)
+    state, step, _, _ = train_step_lib.fresh(c, mesh, 1000)
+    shape = (args.batch_size, c.data.crop_size, c.data.crop_size, c.model.input_nc)
+    batch = sharding.global_batch(
+        {k: rng.uniform(-1, 1, shape).astype(np.float32) for k in ("input", "target")}, mesh)
+    compiled = step.lower(state, batch).compile()
+    for _ in range(args.warmup):
+      state, _ = compiled(state, batch)
+    jax.block_until_ready(state)
+    runs.append({"name": name, "overrides": overrides, "step": compiled, "state": state,
+                 "batch": batch, "times": []})
+
+  watch = common.OtherCpu()
+  watch.start()
+  t_all = time.perf_counter()
+  for _ in range(args.rounds):
+    for run in runs:
+      t = time.perf_counter()
+      run["state"], _ = run["step"](run["state"], run["batch"])
+      jax.block_until_ready(run["state"])
+      run["times"].append(time.perf_counter() - t)
+  others = watch.fraction(time.perf_counter() - t_all)
+
+  base = statistics.median(runs[0]["times"])
+  print(f"batch {args.batch_size}, {args.dtype}, {args.rounds} alternated rounds, "
+        f"others_cpu_frac {others}, loadavg {common.loadavg()}")
+  for run in runs:
+    med = statistics.median(run["times"])
+    record = {"benchmark": "ab_step", "variant": run["name"], "overrides": run["overrides"],
+              "batch_size": args.batch_size, "dtype": args.dtype, "rounds": args.rounds,
+              "step_time_median_s": med, "images_per_s": args.batch_size / med,
+              "relative_to_first": med / base, "samples_s": run["times"],
+              "others_cpu_frac": others, "machine": common.machine()}
+    common.emit(record, args.out)
+    q1, q3 = np.percentile(run["times"], [25, 75])
+    print(f"  {run['name']:24s} median {med * 1e3:9.1f} ms  p25-p75 {q1 * 1e3:.1f}-"
+          f"{q3 * 1e3:.1f}  x{med / base:.3f}  {args.batch_size / med:.3f} img/s")
+
+
+if __name__ == "__main__":
+  main()
