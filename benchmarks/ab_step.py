@@ -3,12 +3,16 @@
 Between two processes the same step on this VM differs by up to 4 % (placement, memory
 layout, neighbours), more than most single optimisations gain; within one process, with the
 variants' steps interleaved, 1 % differences reproduce. Each variant is the paper's
-configuration (as `train_step.py` builds it) with config overrides; all are compiled first,
-then called round-robin on the same batch. Prints one JSON line per variant and a table of
-medians relative to the first.
+configuration (as `train_step.py` builds it) with config overrides, built from this tree or
+from another checkout of the project (`name@TREE:...`, e.g. a `git worktree` of the commit
+before a change: its package is imported afresh for that variant, which works because the
+package keeps no module-level state). All are compiled first, then called round-robin on the
+same batch. Prints one JSON line per variant and a table of medians relative to the first.
 
   python benchmarks/ab_step.py --batch_size 1 --rounds 30 \\
       --variant auto: --variant phase:model.upsample=phase
+  git worktree add /tmp/base HEAD~1
+  python benchmarks/ab_step.py --variant before@/tmp/base: --variant after:
 """
 
 import argparse
@@ -22,19 +26,22 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import importlib  # noqa: E402
+
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 import common  # noqa: E402
-import train_step as train_step_bench  # noqa: E402
-from pix2pix_jax import sharding  # noqa: E402
-from pix2pix_jax import train_step as train_step_lib  # noqa: E402
+
+# Modules a variant imports from its own tree.
+_TREE_MODULES = ("pix2pix_jax", "configs", "train_step", "common")
 
 
-def parse_variant(text: str) -> tuple[str, dict[str, object]]:
-  """'name:key=value,key=value' -> (name, {dotted key: value}); values are Python literals
-  where they parse as one (numbers, booleans), strings otherwise."""
-  name, _, spec = text.partition(":")
+def parse_variant(text: str) -> tuple[str, str, dict[str, object]]:
+  """'name[@tree]:key=value,key=value' -> (name, tree, {dotted key: value}); values are
+  Python literals where they parse as one (numbers, booleans), strings otherwise."""
+  head, _, spec = text.partition(":")
+  name, _, tree = head.partition("@")
   overrides = {}
   for item in filter(None, spec.split(",")):
     key, _, value = item.partition("=")
@@ -42,7 +49,22 @@ def parse_variant(text: str) -> tuple[str, dict[str, object]]:
       overrides[key] = ast.literal_eval(value)
     except (ValueError, SyntaxError):
       overrides[key] = value
-  return name, overrides
+  return name, os.path.abspath(tree or ROOT), overrides
+
+
+def import_from(tree: str):
+  """(train_step benchmark module, pix2pix_jax.sharding, pix2pix_jax.train_step) of `tree`,
+  freshly imported: earlier variants' modules are dropped from sys.modules first (their
+  compiled steps stay valid)."""
+  for mod in list(sys.modules):
+    if mod.split(".")[0] in _TREE_MODULES:
+      del sys.modules[mod]
+  sys.path[:0] = [os.path.join(tree, "benchmarks"), tree]
+  try:
+    return (importlib.import_module("train_step"), importlib.import_module("pix2pix_jax.sharding"),
+            importlib.import_module("pix2pix_jax.train_step"))
+  finally:
+    del sys.path[:2]
 
 
 def apply_overrides(config, overrides: dict[str, object]) -> None:
@@ -71,11 +93,12 @@ def main() -> None:
   args = p.parse_args()
   args.upsample, args.down_impl = "auto", "auto"
 
-  mesh = sharding.make_mesh()
   rng = np.random.default_rng(0)
   runs = []
   for text in args.variant:
-    name, overrides = parse_variant(text)
+    name, tree, overrides = parse_variant(text)
+    train_step_bench, sharding, train_step_lib = import_from(tree)
+    mesh = sharding.make_mesh()
     c = train_step_bench.paper_config(args, args.batch_size, args.dtype)
     apply_overrides(c, overrides)
     state, step, _, _ = train_step_lib.fresh(c, mesh, 1000)
@@ -86,8 +109,9 @@ def main() -> None:
     for _ in range(args.warmup):
       state, _ = compiled(state, batch)
     jax.block_until_ready(state)
-    runs.append({"name": name, "overrides": overrides, "step": compiled, "state": state,
-                 "batch": batch, "times": []})
+    package = os.path.dirname(sys.modules["pix2pix_jax"].__file__)
+    runs.append({"name": name, "package": package, "overrides": overrides, "step": compiled,
+                 "state": state, "batch": batch, "times": []})
 
   watch = common.OtherCpu()
   watch.start()
@@ -105,7 +129,8 @@ def main() -> None:
         f"others_cpu_frac {others}, loadavg {common.loadavg()}")
   for run in runs:
     med = statistics.median(run["times"])
-    record = {"benchmark": "ab_step", "variant": run["name"], "overrides": run["overrides"],
+    record = {"benchmark": "ab_step", "variant": run["name"], "package": run["package"],
+              "overrides": run["overrides"],
               "batch_size": args.batch_size, "dtype": args.dtype, "rounds": args.rounds,
               "step_time_median_s": med, "images_per_s": args.batch_size / med,
               "relative_to_first": med / base, "samples_s": run["times"],

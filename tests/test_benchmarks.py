@@ -56,6 +56,19 @@ def test_ab_step_smoke():
   assert all(len(r["samples_s"]) == 2 and r["images_per_s"] > 0 for r in records)
 
 
+def test_ab_step_imports_a_variant_from_another_tree(tmp_path):
+  """name@TREE: the package is imported from TREE for that variant (a copy here)."""
+  import shutil  # pylint: disable=import-outside-toplevel
+  tree = tmp_path / "tree"
+  for part in ("pix2pix_jax", "configs", "benchmarks"):
+    shutil.copytree(os.path.join(ROOT, part), tree / part,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+  records = run_script("ab_step.py", "--smoke", "--batch_size", "1", "--rounds", "1",
+                       "--warmup", "0", "--variant", "here:", "--variant", f"copy@{tree}:")
+  assert [r["package"] for r in records] == [os.path.join(ROOT, "pix2pix_jax"),
+                                             str(tree / "pix2pix_jax")]
+
+
 def test_ab_step_rejects_unknown_keys():
   proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "ab_step.py"),
                          "--smoke", "--rounds", "1", "--variant", "x:model.no_such_key=1"],
