@@ -32,6 +32,8 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 import common  # noqa: E402
+# This tree's, for every variant (older checkouts may not have it).
+from pix2pix_jax.config_validation import with_overrides  # noqa: E402
 
 # Modules a variant imports from its own tree.
 _TREE_MODULES = ("pix2pix_jax", "configs", "train_step", "common")
@@ -61,21 +63,10 @@ def import_from(tree: str):
       del sys.modules[mod]
   sys.path[:0] = [os.path.join(tree, "benchmarks"), tree]
   try:
-    return (importlib.import_module("train_step"), importlib.import_module("pix2pix_jax.sharding"),
-            importlib.import_module("pix2pix_jax.train_step"))
+    return tuple(importlib.import_module(m) for m in (
+        "train_step", "pix2pix_jax.sharding", "pix2pix_jax.train_step"))
   finally:
     del sys.path[:2]
-
-
-def apply_overrides(config, overrides: dict[str, object]) -> None:
-  for key, value in overrides.items():
-    *path, leaf = key.split(".")
-    node = config
-    for part in path:
-      node = node[part]
-    if leaf not in node:
-      raise KeyError(f"unknown config key {key!r}")
-    node[leaf] = value
 
 
 def main() -> None:
@@ -99,8 +90,8 @@ def main() -> None:
     name, tree, overrides = parse_variant(text)
     train_step_bench, sharding, train_step_lib = import_from(tree)
     mesh = sharding.make_mesh()
-    c = train_step_bench.paper_config(args, args.batch_size, args.dtype)
-    apply_overrides(c, overrides)
+    c = with_overrides(
+        train_step_bench.paper_config(args, args.batch_size, args.dtype), overrides)
     state, step, _, _ = train_step_lib.fresh(c, mesh, 1000)
     shape = (args.batch_size, c.data.crop_size, c.data.crop_size, c.model.input_nc)
     batch = sharding.global_batch(

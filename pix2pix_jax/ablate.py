@@ -14,7 +14,6 @@ paper's Figures 4 and 6. --row_index trains and evaluates one row only (one per 
 a final run without it then fills in the table.
 """
 
-import copy
 import csv
 import json
 import os
@@ -30,11 +29,11 @@ from absl import flags
 from absl import logging
 import ml_collections
 from ml_collections import config_flags
-import numpy as np
 from PIL import Image
 from PIL import ImageDraw
 
 from configs import ablations
+from pix2pix_jax import config_validation
 from pix2pix_jax import evaluate as evaluate_lib
 from pix2pix_jax import inference
 from pix2pix_jax import metrics
@@ -48,21 +47,6 @@ _HEADERS = {"l1": "L1 ↓", "psnr": "PSNR (dB) ↑", "ssim": "SSIM ↑", "lpips"
 def slug(name: str) -> str:
   """A row name as a folder name: 'L1+cGAN' -> 'l1_cgan'."""
   return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_") or "row"
-
-
-def with_overrides(config: ml_collections.ConfigDict, overrides: dict[str, Any]
-                   ) -> ml_collections.ConfigDict:
-  """A copy of `config` with dotted fields set; an unknown field is an error, not a new one."""
-  config = copy.deepcopy(config)
-  for dotted, value in overrides.items():
-    *parents, leaf = dotted.split(".")
-    node = config
-    for part in parents:
-      node = node[part]
-    if leaf not in node:
-      raise KeyError(f"row override {dotted!r}: the config has no such field")
-    node[leaf] = value
-  return config
 
 
 def _latest_step(row_dir: str) -> int | None:
@@ -83,7 +67,7 @@ def _read_row(row_dir: str) -> dict[str, Any] | None:
 def run_row(config: ml_collections.ConfigDict, name: str, overrides: dict[str, Any],
             row_dir: str, split: str, *, lpips_params: Any = None) -> dict[str, Any]:
   """Trains (or resumes) one row, evaluates its last checkpoint; returns and saves the record."""
-  row_config = with_overrides(config, overrides)
+  row_config = config_validation.with_overrides(config, overrides)
   previous = _read_row(row_dir)
   start = time.perf_counter()
   trainer.train_and_evaluate(row_config, row_dir)
