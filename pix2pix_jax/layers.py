@@ -152,11 +152,23 @@ def _stride1_conv(x: jax.Array, kernel: jax.Array, padding: Padding) -> jax.Arra
 def _stride1_conv_dx(g: jax.Array, kernel: jax.Array, padding: Padding) -> jax.Array:
   """The input gradient of a stride-1 convolution with padding below the kernel size: g
   correlated with the flipped kernel (in and out swapped) under the complementary padding,
-  itself a `_stride1_conv` (so steered like the forward pass)."""
+  itself a `_stride1_conv` (so steered like the forward pass).
+
+  Where the kernel outweighs g (D's conv_3 at batch 1: 8 MB against 2), g and the result are
+  flipped instead of the kernel: XLA:CPU's fused reverse-and-transpose of a kernel runs at a
+  quarter of a plain transpose's speed.
+  """
   (pt, pb), (pl, pr) = padding
   kh, kw = kernel.shape[:2]
-  flipped = kernel[::-1, ::-1].transpose(0, 1, 3, 2)
-  return _stride1_conv(g, flipped, ((kh - 1 - pt, kh - 1 - pb), (kw - 1 - pl, kw - 1 - pr)))
+  if g.size >= kernel.size:
+    # Reverse, then transpose: the other order costs 3.5 % of the batch-16 step.
+    return _stride1_conv(g, kernel[::-1, ::-1].transpose(0, 1, 3, 2),
+                         ((kh - 1 - pt, kh - 1 - pb), (kw - 1 - pl, kw - 1 - pr)))
+  # Correlating flip(g) with the unflipped kernel is the flip of the same correlation; the
+  # complementary padding is mirrored with it.
+  dx = _stride1_conv(g[:, ::-1, ::-1], kernel.transpose(0, 1, 3, 2),
+                     ((kh - 1 - pb, kh - 1 - pt), (kw - 1 - pr, kw - 1 - pl)))
+  return dx[:, ::-1, ::-1]
 
 
 def _space_to_depth(x: jax.Array) -> jax.Array:
