@@ -17,6 +17,7 @@ same batch. Prints one JSON line per variant and a table of medians relative to 
 
 import argparse
 import ast
+import importlib
 import os
 import statistics
 import sys
@@ -25,8 +26,6 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import importlib  # noqa: E402
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402

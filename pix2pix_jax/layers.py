@@ -123,8 +123,9 @@ def _lax_conv(x: jax.Array, kernel: jax.Array, stride: int, padding: Padding) ->
 
 
 # Stride-1 convolutions with at least this many input and output channels go to oneDNN on
-# XLA:CPU (D's conv_3, the inner phase convolutions, their input gradients): 6-20 % faster
-# per call there, where narrower ones are as fast or faster in YNNPACK.
+# XLA:CPU (D's conv_3, the space-to-depth transposed convolutions' own convolutions, their
+# input gradients): up to 20 % faster per call there (one input gradient at batch 16 was
+# 0.6 % slower), where narrower ones are as fast or faster in YNNPACK.
 _ONEDNN_MIN_CHANNELS = 128
 
 
@@ -134,9 +135,9 @@ def _stride1_conv(x: jax.Array, kernel: jax.Array, padding: Padding) -> jax.Arra
   XLA:CPU hands YNNPACK every convolution it accepts, and YNNPACK declines those whose
   output is wider than their input; oneDNN (with the Makefile's XLA flags; XLA's own
   convolution without them) then runs them. So the right padding grows until the output is
-  one column wider than the input, and the extra columns (one to three) are dropped: the
-  same sums, 1.5-6.5 % more products, 1.4-2.2 % off the batch-1 step
-  (benchmarks/RESULTS.md). Other backends have one convolution path and get lax's call.
+  one column wider than the input, and the extra columns (one or two in the paper's
+  networks) are dropped: the same sums, 1.5-6.5 % more products, 1.4-2.2 % off the batch-1
+  step (benchmarks/RESULTS.md). Other backends have one convolution path and get lax's call.
   """
   (pt, pb), (pl, pr) = padding
   kh, kw, cin, cout = kernel.shape

@@ -172,6 +172,7 @@ def test_conv_gemm_dw_matches_lax_with_gradients(stride, padding, cin, cout, hei
     assert_close(got, want)
 
 
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the steering is XLA:CPU's")
 @pytest.mark.parametrize("cin,cout,steered", [(128, 136, True), (256, 64, False)])
 def test_wide_stride1_convs_are_steered_past_ynnpack(cin, cout, steered):
   """On CPU, a stride-1 convolution with >= 128 channels each side is issued with an output
