@@ -79,6 +79,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _choice(m.generator, "model.generator", ("unet", "encoder_decoder"))
   _choice(m.upsample, "model.upsample", tuple(layers.TRANSPOSED_CONV_IMPLS))
   _choice(m.downsample, "model.downsample", tuple(layers.STRIDED_CONV_IMPLS))
+  _choice(m.stride1_conv, "model.stride1_conv", tuple(layers.STRIDE1_CONV_IMPLS))
   _choice(m.dtype, "model.dtype", ("float32", "bfloat16"))
   _choice(loss.gan_mode, "loss.gan_mode", tuple(losses.GAN_LOSSES))
   _choice(loss.reconstruction, "loss.reconstruction", tuple(losses.RECONSTRUCTION_LOSSES))

@@ -71,15 +71,15 @@ class UNetGenerator(nn.Module):
     return jnp.tanh(h.astype(jnp.float32))
 
 
-def _d_conv(h: jax.Array, train: bool, spectral_norm: bool, downsample: str, *conv_args,
-            name: str) -> jax.Array:
+def _d_conv(h: jax.Array, train: bool, spectral_norm: bool, downsample: str, stride1: str,
+            *conv_args, name: str) -> jax.Array:
   """A D convolution, spectrally normalised when asked (Miyato et al. 2018).
 
   The kernel keeps its name and place in `params`; the power iteration's `u` and `sigma` live
   in `batch_stats` under `<name>_sn`, so the train step threads and checkpoints them as it does
   BatchNorm statistics, and they advance only in train mode.
   """
-  conv = layers.conv(*conv_args, name=name, downsample=downsample)
+  conv = layers.conv(*conv_args, name=name, downsample=downsample, stride1=stride1)
   if not spectral_norm:
     return conv(h)
   return nn.SpectralNorm(conv, name=f"{name}_sn")(h, update_stats=train)
@@ -101,12 +101,13 @@ class PatchDiscriminator(nn.Module):
   dtype: Dtype = jnp.float32
   spectral_norm: bool = False
   downsample: str = "auto"
+  stride1_conv: str = "auto"
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> list[jax.Array]:
     bias = layers.uses_bias(self.norm)
-    conv = lambda h, *args, name: _d_conv(h, train, self.spectral_norm, self.downsample, *args,
-                                          self.dtype, name=name)
+    conv = lambda h, *args, name: _d_conv(h, train, self.spectral_norm, self.downsample,
+                                          self.stride1_conv, *args, self.dtype, name=name)
     h = x.astype(self.dtype)
     features = []
     if self.n_layers == 0:
@@ -145,6 +146,7 @@ class Discriminator(nn.Module):
   num_d: int = 1
   spectral_norm: bool = False
   downsample: str = "auto"
+  stride1_conv: str = "auto"
 
   @nn.compact
   def __call__(self, x: jax.Array, y: jax.Array, train: bool) -> list[list[jax.Array]]:
@@ -155,7 +157,7 @@ class Discriminator(nn.Module):
         inputs = nn.avg_pool(inputs, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)),
                              count_include_pad=False)
       outputs.append(PatchDiscriminator(self.ndf, self.n_layers, self.norm, self.dtype,
-                                        self.spectral_norm, self.downsample,
+                                        self.spectral_norm, self.downsample, self.stride1_conv,
                                         name=f"patch_{s}")(inputs, train))
     return outputs
 
@@ -191,4 +193,4 @@ def make_discriminator(model_config: ml_collections.ConfigDict) -> Discriminator
       ndf=model_config.ndf, n_layers=model_config.n_layers_d, norm=model_config.norm,
       conditional=model_config.conditional_d, dtype=jnp.dtype(model_config.dtype),
       num_d=model_config.num_d, spectral_norm=model_config.spectral_norm_d,
-      downsample=model_config.downsample)
+      downsample=model_config.downsample, stride1_conv=model_config.stride1_conv)

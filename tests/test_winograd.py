@@ -1,0 +1,89 @@
+"""Winograd F(2x2, 4x4) against lax's direct convolution: values and both gradients."""
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from pix2pix_jax import layers, models, winograd
+
+# float32 rounding through the transforms: ~1e-5 of the largest value (the direct sums
+# agree with float64 to ~1e-7).
+TOL = 3e-5
+
+
+def assert_close(actual, expected, tol=TOL):
+  expected = np.asarray(expected, np.float64)
+  np.testing.assert_allclose(np.asarray(actual, np.float64), expected, rtol=tol,
+                             atol=tol * np.abs(expected).max())
+
+
+def lax_conv(x, k, padding):
+  return jax.lax.conv_general_dilated(x, k, (1, 1), padding,
+                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def test_transform_matrices_compute_the_1d_correlation_exactly():
+  """y[i] = sum_k d[i + k] w[k] for i = 0, 1, as AT ((G w) * (BT d)), for every unit d, w."""
+  for l, k in itertools.product(range(5), range(4)):
+    d, w = np.eye(5)[l], np.eye(4)[k]
+    want = [d[i:i + 4] @ w for i in range(2)]
+    np.testing.assert_allclose(winograd.AT @ ((winograd.G @ w) * (winograd.BT @ d)), want,
+                               atol=1e-12)
+
+
+@pytest.mark.parametrize("padding", [((1, 1), (1, 1)), ((2, 0), (0, 3)), ((0, 0), (3, 3))])
+@pytest.mark.parametrize("height,width", [(9, 7), (8, 6)])
+def test_conv4x4_matches_lax_with_gradients(padding, height, width):
+  """Odd and even sizes and one-sided paddings: partial tiles are padded and cropped."""
+  kx, kk, kg = jax.random.split(jax.random.key(0), 3)
+  x = jax.random.normal(kx, (2, height, width, 8), jnp.float32)
+  k = 0.1 * jax.random.normal(kk, (4, 4, 8, 12), jnp.float32)
+  y_ref, vjp_ref = jax.vjp(lambda x, k: lax_conv(x, k, padding), x, k)
+  y, vjp = jax.vjp(lambda x, k: winograd.conv4x4(x, k, padding), x, k)
+  assert y.shape == y_ref.shape
+  assert_close(y, y_ref)
+  g = jax.random.normal(kg, y.shape, jnp.float32)
+  for got, want in zip(jax.jit(vjp)(g), jax.jit(vjp_ref)(g)):
+    assert_close(got, want)
+
+
+def _uses_winograd(fn, *args) -> bool:
+  """Whether fn's program holds the (25, tiles, channels) transformed tiles of Winograd."""
+  return "f32[25," in str(jax.make_jaxpr(fn)(*args))
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the auto rule is XLA:CPU's")
+@pytest.mark.parametrize("batch,winograd_expected", [(4, True), (1, False)])
+def test_auto_uses_winograd_for_wide_layers_with_many_tiles(batch, winograd_expected):
+  """D's conv_3 at 256x256 (32 -> 31 pixels, 256 -> 512 channels): 256 tiles an image, so
+  batch 4 reaches the threshold and batch 1 keeps the direct convolution."""
+  x = jnp.zeros((batch, 32, 32, 128))
+  k = jnp.zeros((4, 4, 128, 128))
+  padding = ((1, 1), (1, 1))
+  assert (batch * 16 * 16 >= layers._WINOGRAD_MIN_TILES) == winograd_expected
+  assert _uses_winograd(lambda x, k: layers._conv_auto(x, k, padding), x, k) == winograd_expected
+  assert _uses_winograd(lambda x, k: winograd.conv4x4(x, k, padding), x, k)
+  assert not _uses_winograd(lambda x, k: layers._conv_direct(x, k, padding), x, k)
+
+
+def test_discriminator_with_winograd_matches_direct():
+  """The same parameters give the same logits and gradients with either stride-1 impl."""
+  x = jax.random.normal(jax.random.key(1), (2, 32, 32, 3), jnp.float32)
+  y = jax.random.normal(jax.random.key(2), (2, 32, 32, 3), jnp.float32)
+  direct = models.Discriminator(ndf=8, n_layers=3, stride1_conv="direct")
+  wino = models.Discriminator(ndf=8, n_layers=3, stride1_conv="winograd")
+  variables = direct.init(jax.random.key(3), x, y, train=False)
+
+  def loss(params, d):
+    out, _ = d.apply({**variables, "params": params}, x, y, train=True,
+                     mutable=["batch_stats"])
+    return jnp.mean(models.logits(out)[0] ** 2), models.logits(out)[0]
+
+  (l_d, logits_d), g_d = jax.value_and_grad(loss, has_aux=True)(variables["params"], direct)
+  (l_w, logits_w), g_w = jax.value_and_grad(loss, has_aux=True)(variables["params"], wino)
+  assert_close(logits_w, logits_d)
+  for got, want in zip(jax.tree.leaves(g_w), jax.tree.leaves(g_d)):
+    assert_close(got, want, tol=1e-4)
