@@ -288,16 +288,16 @@ def _conv_direct(x: jax.Array, kernel: jax.Array, padding: Padding) -> jax.Array
   return conv_gemm_dw(x, kernel, 1, padding)
 
 
-# Winograd pays on XLA:CPU from about this many 2x2 output tiles (D's conv_3 at batch 4 and
-# up: 1024 tiles and more); below, its matrix products are too small (batch 1: slower).
-_WINOGRAD_MIN_TILES = 1024
+# Winograd pays on XLA:CPU from about this many 4x4 output tiles (D's conv_3 at batch 4 and
+# up: 64 tiles an image); below, its matrix products are too small (batch 1: 1.7x slower).
+_WINOGRAD_MIN_TILES = 256
 
 
 def _conv_auto(x: jax.Array, kernel: jax.Array, padding: Padding) -> jax.Array:
-  """Winograd F(2x2, 4x4) for wide float32 layers with many tiles on CPU (D's conv_3 at
-  batch 16: forward, input and weight gradient 432 -> 308 ms a call, 2.56x fewer
-  multiplications), the direct convolution elsewhere. Other backends have their own
-  convolution algorithms (cuDNN picks Winograd itself)."""
+  """Winograd F(4x4, 4x4) for wide float32 layers with many tiles on CPU (D's conv_3,
+  forward, input and weight gradient: 424 -> 213 ms a call at batch 16, 111 -> 71 at batch
+  4), the direct convolution elsewhere. Other backends have their own convolution
+  algorithms (cuDNN picks Winograd itself)."""
   n, h, w, cin = x.shape
   _, _, th, tw = winograd.output_tiles(h, w, padding)
   if (jax.default_backend() == "cpu" and x.dtype == jnp.float32
@@ -308,8 +308,8 @@ def _conv_auto(x: jax.Array, kernel: jax.Array, padding: Padding) -> jax.Array:
 
 
 # How a 4x4 stride-1 convolution (D's last two layers) is computed: same parameters and
-# function, different speed; Winograd's float32 rounding differs from the direct sums by
-# ~1e-5 of the largest output.
+# function, different speed; Winograd's float32 rounding differs from the direct sums' by up
+# to ~3e-5 of the largest value.
 STRIDE1_CONV_IMPLS: dict[str, Callable[[jax.Array, jax.Array, Padding], jax.Array]] = {
     "auto": _conv_auto,
     "direct": _conv_direct,
