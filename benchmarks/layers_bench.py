@@ -1,11 +1,13 @@
-"""Forward + backward time of each 4x4 stride-2 (transposed) convolution of the paper's nets,
-for every implementation in layers.py, alternated round by round so that load drifts hit all.
+"""Forward + backward time of each 4x4 stride-2 (transposed) convolution of the paper's nets
+(`--kind down/up`), or of D's 4x4 stride-1 ones (`--kind stride1`), for every implementation
+in layers.py, alternated round by round so that load drifts hit all.
 
 Each measurement is one jitted call computing y and (dx, dw) for a random cotangent, i.e. the
 three convolutions training runs per layer. Prints per layer and implementation the median
 wall time, the process CPU time, and GFLOP/s on the nominal 3x forward FLOPs.
 
   python benchmarks/layers_bench.py --batch_size 1 --kind up --rounds 5
+  python benchmarks/layers_bench.py --batch_size 16 --kind stride1 --layers "D conv_3"
 """
 
 import argparse
@@ -33,6 +35,7 @@ DOWN = [("G enc_1", 128, 64, 128), ("G enc_2", 64, 128, 256), ("G enc_3", 32, 25
 UP = [("G dec_7", 1, 512, 512), ("G dec_6", 2, 1024, 512), ("G dec_5", 4, 1024, 512),
       ("G dec_4", 8, 1024, 512), ("G dec_3", 16, 1024, 256), ("G dec_2", 32, 512, 128),
       ("G dec_1", 64, 256, 64), ("G dec_0", 128, 128, 3)]
+STRIDE1 = [("D conv_3", 32, 256, 512), ("D conv_4", 31, 512, 1)]  # padding 1 on every side
 
 
 def cpu_seconds() -> float:
@@ -44,16 +47,21 @@ def main() -> None:
   p = argparse.ArgumentParser(description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--batch_size", type=int, default=1)
-  p.add_argument("--kind", choices=["up", "down"], default="up")
+  p.add_argument("--kind", choices=["up", "down", "stride1"], default="up")
   p.add_argument("--impls", default=None, help="comma list; default all of that kind")
   p.add_argument("--layers", default=None, help="comma list of layer names (default all)")
   p.add_argument("--rounds", type=int, default=5)
   p.add_argument("--dtype", default="float32")
   args = p.parse_args()
 
-  table = layers.TRANSPOSED_CONV_IMPLS if args.kind == "up" else layers.STRIDED_CONV_IMPLS
+  pad = ((1, 1), (1, 1))
+  table, shapes = {
+      "up": (layers.TRANSPOSED_CONV_IMPLS, UP),
+      "down": (layers.STRIDED_CONV_IMPLS, DOWN),
+      "stride1": ({name: lambda x, k, f=f: f(x, k, pad)
+                   for name, f in layers.STRIDE1_CONV_IMPLS.items()}, STRIDE1),
+  }[args.kind]
   impls = args.impls.split(",") if args.impls else sorted(table)
-  shapes = UP if args.kind == "up" else DOWN
   if args.layers:
     shapes = [s for s in shapes if s[0] in args.layers.split(",")]
   dtype = jnp.dtype(args.dtype)
@@ -63,7 +71,7 @@ def main() -> None:
     kx, kk, kc = jax.random.split(jax.random.key(0), 3)
     x = jax.random.normal(kx, (n, side, side, cin), dtype)
     k = (0.02 * jax.random.normal(kk, (4, 4, cin, cout))).astype(dtype)
-    out_side = 2 * side if args.kind == "up" else side // 2
+    out_side = {"up": 2 * side, "down": side // 2, "stride1": side - 1}[args.kind]
     g = jax.random.normal(kc, (n, out_side, out_side, cout), dtype)
     in_pixels = side * side if args.kind == "up" else out_side * out_side
     flops = 3 * 2 * n * in_pixels * 16 * cin * cout
