@@ -183,11 +183,6 @@ def _space_to_depth(x: jax.Array) -> jax.Array:
   return x.reshape(n, hb, 2, wb, 2, c).transpose(0, 1, 3, 2, 4, 5).reshape(n, hb, wb, 4 * c)
 
 
-# Per-tap weight gradients with more outputs than inputs over at least this many pixels are
-# computed as YNNPACK's products on XLA:CPU (see _conv_gemm_dw_bwd).
-_YNN_DW_MIN_PIXELS = 4096
-
-
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def conv_gemm_dw(x: jax.Array, kernel: jax.Array, stride: int, padding: Padding) -> jax.Array:
   """lax's convolution, with the weight gradient as matrix products.
@@ -253,17 +248,6 @@ def _conv_gemm_dw_bwd(stride, padding, residuals, g):
   if cin < 16:
     cols = jnp.stack(taps, axis=3).reshape(n * ho * wo, kh * kw * cin)
     dw = jax.lax.dot_general(cols, g, pixels, preferred_element_type=jnp.float32)
-  elif cout > cin and n * ho * wo >= _YNN_DW_MIN_PIXELS and jax.default_backend() == "cpu":
-    # A product contracting both operands' leading (pixel) axis goes to oneDNN on XLA:CPU
-    # (YNNPACK declines it); with g transposed once to (out, pixels) (the barrier keeps XLA
-    # from folding the transpose back into the product) and shared by every tap, YNNPACK
-    # runs it instead, faster for large products with more outputs than inputs: D's conv_3
-    # at batch 16 190-203 -> 165 ms a call, the batch-16 step 1.9 % faster. Where there
-    # are as many outputs as inputs (the transposed convolutions' own), or few pixels (at
-    # batch 1 the step was 1.4-2.2 % slower), oneDNN's is faster.
-    gt = jax.lax.optimization_barrier(g.T)
-    dw = jnp.stack([jnp.dot(gt, t.reshape(n * ho * wo, cin), preferred_element_type=jnp.float32)
-                    for t in taps]).transpose(0, 2, 1)
   else:
     dw = jnp.stack([jax.lax.dot_general(t.reshape(n * ho * wo, cin), g, pixels,
                                         preferred_element_type=jnp.float32) for t in taps])

@@ -172,31 +172,6 @@ def test_conv_gemm_dw_matches_lax_with_gradients(stride, padding, cin, cout, hei
     assert_close(got, want)
 
 
-@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the branch is XLA:CPU's")
-@pytest.mark.parametrize("stride,height,cin,cout", [(1, 48, 16, 24), (2, 96, 128, 136)])
-def test_large_per_tap_weight_gradients_share_one_transposed_cotangent(stride, height, cin,
-                                                                       cout):
-  """More outputs than inputs over enough pixels: the per-tap products take g transposed
-  once (behind an optimization barrier), with lax's values and gradients."""
-  x, _ = random_inputs((2, height, height, cin, cout), seed=9)
-  k = 0.1 * jax.random.normal(jax.random.key(10), (4, 4, cin, cout), jnp.float32)
-  padding = ((1, 1), (1, 1))
-  ho = (height - 2) // stride + 1
-  assert 2 * ho * ho >= layers._YNN_DW_MIN_PIXELS
-
-  def reference(x, k):
-    return jax.lax.conv_general_dilated(x, k, (stride, stride), padding,
-                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
-
-  y_ref, vjp_ref = jax.vjp(reference, x, k)
-  y, vjp = jax.vjp(lambda x, k: layers.conv_gemm_dw(x, k, stride, padding), x, k)
-  assert_close(y, y_ref)
-  cotangent = jax.random.normal(jax.random.key(11), y.shape, jnp.float32)
-  assert "optimization_barrier" in str(jax.make_jaxpr(vjp)(cotangent))
-  for got, want in zip(jax.jit(vjp)(cotangent), jax.jit(vjp_ref)(cotangent)):
-    assert_close(got, want)
-
-
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the steering is XLA:CPU's")
 @pytest.mark.parametrize("cin,cout,steered", [(128, 136, True), (256, 64, False)])
 def test_wide_stride1_convs_are_steered_past_ynnpack(cin, cout, steered):
