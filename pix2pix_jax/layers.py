@@ -272,15 +272,15 @@ def _conv_direct(x: jax.Array, kernel: jax.Array, padding: Padding) -> jax.Array
   return conv_gemm_dw(x, kernel, 1, padding)
 
 
-# Winograd pays on XLA:CPU from about this many 4x4 output tiles (D's conv_3 at batch 4 and
-# up: 64 tiles an image); below, its matrix products are too small (batch 1: 1.7x slower).
-_WINOGRAD_MIN_TILES = 256
+# Winograd pays on XLA:CPU from about this many 4x4 output tiles (D's conv_3 at 256x256: 64
+# tiles an image); with fewer, its matrix products are small (untested below).
+_WINOGRAD_MIN_TILES = 64
 
 
 def _conv_auto(x: jax.Array, kernel: jax.Array, padding: Padding) -> jax.Array:
-  """Winograd F(4x4, 4x4) for wide float32 layers with many tiles on CPU (D's conv_3,
-  forward, input and weight gradient: 424 -> 213 ms a call at batch 16, 111 -> 71 at batch
-  4), the direct convolution elsewhere. Other backends have their own convolution
+  """Winograd F(4x4, 4x4) for wide float32 layers with enough tiles on CPU (D's conv_3,
+  forward, input and weight gradient: 447 -> 181 ms a call at batch 16, 32 -> 18 at batch
+  1), the direct convolution elsewhere. Other backends have their own convolution
   algorithms (cuDNN picks Winograd itself)."""
   n, h, w, cin = x.shape
   _, _, th, tw = winograd.output_tiles(h, w, padding)

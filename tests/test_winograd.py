@@ -71,14 +71,15 @@ def _uses_winograd(fn, *args) -> bool:
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the auto rule is XLA:CPU's")
-@pytest.mark.parametrize("batch,winograd_expected", [(4, True), (1, False)])
-def test_auto_uses_winograd_for_wide_layers_with_many_tiles(batch, winograd_expected):
-  """D's conv_3 at 256x256 (32 -> 31 pixels; here 128 channels each side): 64 tiles an
-  image, so batch 4 reaches the threshold and batch 1 keeps the direct convolution."""
-  x = jnp.zeros((batch, 32, 32, 128))
+@pytest.mark.parametrize("side,winograd_expected", [(32, True), (16, False)])
+def test_auto_uses_winograd_for_wide_layers_with_many_tiles(side, winograd_expected):
+  """D's conv_3 at 256x256 (32 -> 31 pixels; here 128 channels each side): 64 tiles, at the
+  threshold; at 128x128 (16 -> 15 pixels, 16 tiles) the direct convolution stays."""
+  x = jnp.zeros((1, side, side, 128))
   k = jnp.zeros((4, 4, 128, 128))
   padding = ((1, 1), (1, 1))
-  assert (batch * 8 * 8 >= layers._WINOGRAD_MIN_TILES) == winograd_expected
+  tiles = ((side - 1 + 3) // 4) ** 2
+  assert (tiles >= layers._WINOGRAD_MIN_TILES) == winograd_expected
   assert _uses_winograd(lambda x, k: layers._conv_auto(x, k, padding), x, k) == winograd_expected
   assert _uses_winograd(lambda x, k: winograd.conv4x4(x, k, padding), x, k)
   assert not _uses_winograd(lambda x, k: layers._conv_direct(x, k, padding), x, k)
