@@ -56,8 +56,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.upsample = "auto"  # auto | phase | gemm | s2d | conv_transpose (lax)
   c.model.downsample = "auto"  # auto | gemm | lax_gemm_dw | s2d | lax
   # D's 4x4 stride-1 convolutions: auto | direct | winograd (F(4x4, 4x4): 5.2x fewer
-  # multiplications, float32 rounding up to ~3e-5 of the largest value; auto uses it for
-  # wide layers at batch >= 4 on CPU).
+  # multiplications, float32 rounding up to ~3e-5 of the largest value; auto uses it on CPU
+  # for wide float32 layers with >= 64 output tiles: D's conv_3 at 256x256).
   c.model.stride1_conv = "auto"
   c.model.dtype = "float32"  # Compute dtype: float32 | bfloat16 (params stay float32).
   # Successors' tricks (issue 7); the defaults are the paper's networks.
