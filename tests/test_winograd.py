@@ -85,6 +85,17 @@ def test_auto_uses_winograd_for_wide_layers_with_many_tiles(side, winograd_expec
   assert not _uses_winograd(lambda x, k: layers._conv_direct(x, k, padding), x, k)
 
 
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the auto rule is XLA:CPU's")
+def test_auto_keeps_the_direct_convolution_in_bfloat16():
+  """Winograd's transforms would round in bfloat16; auto is for float32 layers only."""
+  x = jnp.zeros((1, 32, 32, 128), jnp.bfloat16)
+  k = jnp.zeros((4, 4, 128, 128), jnp.bfloat16)
+  fn = lambda x, k: layers._conv_auto(x, k, ((1, 1), (1, 1)))
+  assert "bf16[49," not in str(jax.make_jaxpr(fn)(x, k))
+  assert "bf16[49," in str(jax.make_jaxpr(
+      lambda x, k: winograd.conv4x4(x, k, ((1, 1), (1, 1))))(x, k))
+
+
 def test_discriminator_with_winograd_matches_direct():
   """The same parameters give the same logits and gradients with either stride-1 impl."""
   x = jax.random.normal(jax.random.key(1), (2, 32, 32, 3), jnp.float32)
