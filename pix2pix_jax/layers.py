@@ -273,8 +273,9 @@ def _conv_direct(x: jax.Array, kernel: jax.Array, padding: Padding) -> jax.Array
 
 
 # Winograd pays on XLA:CPU from about this many 4x4 output tiles (D's conv_3 at 256x256: 64
-# tiles an image); with fewer, its matrix products are small (untested below).
+# tiles an image) and channels each side (D's conv_3: 256 and 512); measured there, not below.
 _WINOGRAD_MIN_TILES = 64
+_WINOGRAD_MIN_CHANNELS = 128
 
 
 def _conv_auto(x: jax.Array, kernel: jax.Array, padding: Padding) -> jax.Array:
@@ -285,7 +286,7 @@ def _conv_auto(x: jax.Array, kernel: jax.Array, padding: Padding) -> jax.Array:
   n, h, w, cin = x.shape
   _, _, th, tw = winograd.output_tiles(h, w, padding)
   if (jax.default_backend() == "cpu" and x.dtype == jnp.float32
-      and min(cin, kernel.shape[-1]) >= _ONEDNN_MIN_CHANNELS
+      and min(cin, kernel.shape[-1]) >= _WINOGRAD_MIN_CHANNELS
       and n * th * tw >= _WINOGRAD_MIN_TILES):
     return winograd.conv4x4(x, kernel, padding)
   return _conv_direct(x, kernel, padding)
