@@ -42,9 +42,10 @@ def run_one(args: argparse.Namespace, mode: str, batch_size: int, dtype: str) ->
 
   key = jax.random.key(2)
   t0 = time.perf_counter()
-  compiled = jax.jit(translate).lower(variables, x, key).compile()
+  lowered = jax.jit(translate).lower(variables, x, key)
+  compiled = lowered.compile()
   compile_s = time.perf_counter() - t0
-  stats = common.compiled_stats(compiled)
+  stats = common.compiled_stats(lowered, compiled)
   load_before = common.loadavg()
   times, others, cpus = common.time_calls(lambda: compiled(variables, x, key), args.steps,
                                           args.warmup)

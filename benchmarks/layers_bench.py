@@ -4,10 +4,14 @@ in layers.py, alternated round by round so that load drifts hit all.
 
 Each measurement is one jitted call computing y and (dx, dw) for a random cotangent, i.e. the
 three convolutions training runs per layer. Prints per layer and implementation the median
-wall time, the process CPU time, and GFLOP/s on the nominal 3x forward FLOPs.
+wall time, the process CPU time, and GFLOP/s on the nominal 3x forward FLOPs; then per
+implementation the totals over the layers run, and over the strided and transposed ones alone
+(every implementation of those performs the nominal arithmetic; the stride-1 kind's Winograd
+performs less, so there nominal GFLOP/s is not how busy the chip is).
 
   python benchmarks/layers_bench.py --batch_size 1 --kind up --rounds 5
   python benchmarks/layers_bench.py --batch_size 16 --kind stride1 --layers "D conv_3"
+  python benchmarks/layers_bench.py --batch_size 16 --kind all --impls auto --rounds 3
 """
 
 import argparse
@@ -47,59 +51,88 @@ def main() -> None:
   p = argparse.ArgumentParser(description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--batch_size", type=int, default=1)
-  p.add_argument("--kind", choices=["up", "down", "stride1"], default="up")
-  p.add_argument("--impls", default=None, help="comma list; default all of that kind")
+  p.add_argument("--kind", choices=["up", "down", "stride1", "all"], default="up")
+  p.add_argument("--impls", default=None,
+                 help="comma list; default all of that kind (with --kind all: names every kind has)")
   p.add_argument("--layers", default=None, help="comma list of layer names (default all)")
   p.add_argument("--rounds", type=int, default=5)
   p.add_argument("--dtype", default="float32")
   args = p.parse_args()
 
   pad = ((1, 1), (1, 1))
-  table, shapes = {
-      "up": (layers.TRANSPOSED_CONV_IMPLS, UP),
+  tables = {
       "down": (layers.STRIDED_CONV_IMPLS, DOWN),
+      "up": (layers.TRANSPOSED_CONV_IMPLS, UP),
       "stride1": ({name: lambda x, k, f=f: f(x, k, pad)
                    for name, f in layers.STRIDE1_CONV_IMPLS.items()}, STRIDE1),
-  }[args.kind]
-  impls = args.impls.split(",") if args.impls else sorted(table)
-  if args.layers:
-    shapes = [s for s in shapes if s[0] in args.layers.split(",")]
+  }
+  kinds = list(tables) if args.kind == "all" else [args.kind]
+  if args.impls:
+    impls = args.impls.split(",")
+  else:
+    impls = sorted(set.intersection(*(set(tables[k][0]) for k in kinds)))
   dtype = jnp.dtype(args.dtype)
   n = args.batch_size
   print(f"batch {n}, {args.dtype}, loadavg {common.loadavg()}")
-  for name, side, cin, cout in shapes:
-    kx, kk, kc = jax.random.split(jax.random.key(0), 3)
-    x = jax.random.normal(kx, (n, side, side, cin), dtype)
-    k = (0.02 * jax.random.normal(kk, (4, 4, cin, cout))).astype(dtype)
-    out_side = {"up": 2 * side, "down": side // 2, "stride1": side - 1}[args.kind]
-    g = jax.random.normal(kc, (n, out_side, out_side, cout), dtype)
-    in_pixels = side * side if args.kind == "up" else out_side * out_side
-    flops = 3 * 2 * n * in_pixels * 16 * cin * cout
+  # impl -> kind -> [nominal FLOPs, wall seconds] summed over layers.
+  totals = {i: {k: [0.0, 0.0] for k in kinds} for i in impls}
+  for kind in kinds:
+    table, shapes = tables[kind]
+    if args.layers:
+      shapes = [s for s in shapes if s[0] in args.layers.split(",")]
+    for name, side, cin, cout in shapes:
+      for impl, (flops, wall) in time_layer(table, impls, kind, n, side, cin, cout, dtype,
+                                            args.rounds, name).items():
+        totals[impl][kind][0] += flops
+        totals[impl][kind][1] += wall
+  for impl in impls:
+    for label, ks in (("all layers run", kinds),
+                      ("strided + transposed", [k for k in kinds if k != "stride1"])):
+      flops = sum(totals[impl][k][0] for k in ks)
+      wall = sum(totals[impl][k][1] for k in ks)
+      if wall and (label == "all layers run" or len(ks) < len(kinds)):
+        print(f"total {label:22s} {impl:15s} wall {wall * 1e3:8.2f} ms"
+              f"  {flops / wall / 1e9:6.0f} GFLOP/s nominal")
 
-    fns = {}
+
+def time_layer(table, impls, kind, n, side, cin, cout, dtype, rounds, name
+               ) -> dict[str, tuple[float, float]]:
+  """Prints one layer's line per implementation; returns impl -> (nominal FLOPs, median s)."""
+  kx, kk, kc = jax.random.split(jax.random.key(0), 3)
+  x = jax.random.normal(kx, (n, side, side, cin), dtype)
+  k = (0.02 * jax.random.normal(kk, (4, 4, cin, cout))).astype(dtype)
+  out_side = {"up": 2 * side, "down": side // 2, "stride1": side - 1}[kind]
+  g = jax.random.normal(kc, (n, out_side, out_side, cout), dtype)
+  in_pixels = side * side if kind == "up" else out_side * out_side
+  flops = 3 * 2 * n * in_pixels * 16 * cin * cout
+
+  fns = {}
+  for impl in impls:
+    def fwd_bwd(x, k, g, f=table[impl]):
+      y, vjp = jax.vjp(f, x, k)
+      return y, vjp(g)
+    fns[impl] = jax.jit(fwd_bwd)
+    jax.block_until_ready(fns[impl](x, k, g))
+  walls = {i: [] for i in impls}
+  cpus = {i: [] for i in impls}
+  others = {i: [] for i in impls}
+  watch = common.OtherCpu()
+  for _ in range(rounds):
     for impl in impls:
-      def fwd_bwd(x, k, g, f=table[impl]):
-        y, vjp = jax.vjp(f, x, k)
-        return y, vjp(g)
-      fns[impl] = jax.jit(fwd_bwd)
+      watch.start()
+      c0, t0 = cpu_seconds(), time.perf_counter()
       jax.block_until_ready(fns[impl](x, k, g))
-    walls = {i: [] for i in impls}
-    cpus = {i: [] for i in impls}
-    others = {i: [] for i in impls}
-    watch = common.OtherCpu()
-    for _ in range(args.rounds):
-      for impl in impls:
-        watch.start()
-        c0, t0 = cpu_seconds(), time.perf_counter()
-        jax.block_until_ready(fns[impl](x, k, g))
-        walls[impl].append(time.perf_counter() - t0)
-        cpus[impl].append(cpu_seconds() - c0)
-        others[impl].append(watch.fraction(walls[impl][-1]) or 0.0)
-    for impl in impls:
-      wall = statistics.median(walls[impl])
-      print(f"{name:9s} {side:4d}px {cin:4d}->{cout:4d} {impl:15s} wall {wall * 1e3:8.2f} ms"
-            f"  cpu {statistics.median(cpus[impl]) * 1e3:8.2f} ms"
-            f"  {flops / wall / 1e9:6.0f} GFLOP/s  others {max(others[impl]):.2f}")
+      walls[impl].append(time.perf_counter() - t0)
+      cpus[impl].append(cpu_seconds() - c0)
+      others[impl].append(watch.fraction(walls[impl][-1]) or 0.0)
+  out = {}
+  for impl in impls:
+    wall = statistics.median(walls[impl])
+    out[impl] = (flops, wall)
+    print(f"{name:9s} {side:4d}px {cin:4d}->{cout:4d} {impl:15s} wall {wall * 1e3:8.2f} ms"
+          f"  cpu {statistics.median(cpus[impl]) * 1e3:8.2f} ms"
+          f"  {flops / wall / 1e9:6.0f} GFLOP/s  others {max(others[impl]):.2f}")
+  return out
 
 
 if __name__ == "__main__":

@@ -4,7 +4,10 @@ For each (batch size, dtype) this runs one child process (clean peak-memory and 
 figures), which builds the state, lowers and compiles the step once (timed), and times
 `--steps` calls after `--warmup`. Each prints one JSON line; a table follows at the end.
 FLOPs come from XLA's cost analysis of the compiled step and are printed beside the
-PyTorch reference's count (86.94 GFLOP per image at 256x256).
+PyTorch reference's count (86.94 GFLOP per image at 256x256). Two fractions of the peak
+follow: `fraction_of_peak` by the arithmetic the compiled step executes (how busy the chip
+is; Winograd's layer executes less) and `reference_fraction_of_peak` by the model's 86.94
+GFLOP (model-FLOPs utilisation: what the throughput is worth against the direct algorithm).
 
   python benchmarks/train_step.py --batch_size 16 --steps 10
   python benchmarks/train_step.py --batch_size 1,4,16 --dtype float32,bfloat16 --out r.jsonl
@@ -61,7 +64,7 @@ def run_one(args: argparse.Namespace, batch_size: int, dtype: str) -> dict:
   t1 = time.perf_counter()
   compiled = lowered.compile()
   t2 = time.perf_counter()
-  stats = common.compiled_stats(compiled)
+  stats = common.compiled_stats(lowered, compiled)
 
   holder = {"state": state}
 

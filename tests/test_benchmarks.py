@@ -45,6 +45,24 @@ def test_profile_step_smoke():
   assert re.search(r"^\s+[GD] \w+ (forward|backward)\s+[\d.]+$", proc.stdout, re.M), proc.stdout
 
 
+def test_layers_bench_totals():
+  """--kind all times every kind's layers and sums them per implementation."""
+  proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "layers_bench.py"),
+                         "--kind", "all", "--impls", "auto", "--rounds", "1",
+                         "--layers", "G enc_7,G dec_7,D conv_4"],
+                        capture_output=True, text=True, timeout=600, cwd=ROOT, check=False)
+  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+  walls = dict(re.findall(r"^(G enc_7|G dec_7|D conv_4)\s.* auto\s+wall\s+([\d.]+) ms",
+                          proc.stdout, re.M))
+  assert len(walls) == 3, proc.stdout
+  total = re.search(r"^total all layers run\s+auto\s+wall\s+([\d.]+) ms", proc.stdout, re.M)
+  strided = re.search(r"^total strided \+ transposed\s+auto\s+wall\s+([\d.]+) ms",
+                      proc.stdout, re.M)
+  assert total and strided, proc.stdout
+  assert abs(float(total.group(1)) - sum(map(float, walls.values()))) < 0.05
+  assert abs(float(strided.group(1)) - float(walls["G enc_7"]) - float(walls["G dec_7"])) < 0.05
+
+
 def test_ab_step_smoke():
   """Variants are config overrides; each gets its own record, relative to the first."""
   records = run_script("ab_step.py", "--smoke", "--batch_size", "2", "--rounds", "2",
