@@ -75,7 +75,7 @@ def main() -> None:
   p.add_argument("--dtype", default="float32")
   p.add_argument("--size", type=int, default=256)
   p.add_argument("--rounds", type=int, default=20, help="timed steps per variant")
-  p.add_argument("--warmup", type=int, default=2)
+  p.add_argument("--warmup", type=int, default=3)  # see train_step.py's --warmup
   p.add_argument("--variant", action="append", required=True,
                  help="name:key=value,... (config overrides; the first is the baseline)")
   p.add_argument("--smoke", action="store_true")

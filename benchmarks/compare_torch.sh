@@ -6,7 +6,8 @@
 #   e.g. benchmarks/compare_torch.sh /work/torchvenv/bin/python \
 #          ../shared/bench/torch_pix2pix_reference.py 2 /tmp/compare.jsonl
 #
-# Batch 1: 10 timed steps after 3 warm-up; batch 16: 5 after 2. Every line of the output file
+# Batch 1: 10 timed steps after 3 warm-up; batch 16: 5 after 3 (the third call of a process
+# first touches XLA's second temporary buffer: ~4.5 s of page faults at batch 16, once). Every line of the output file
 # is one run's JSON record (the reference's has "what": "train"); a summary follows, with the
 # fraction of the peak in the model's FLOPs (86.94 GFLOP per image, both sides) and in the
 # arithmetic each side executes (XLA's count for JAX, less where Winograd runs; the reference
@@ -24,7 +25,7 @@ ONEDNN="--xla_cpu_use_onednn=true --xla_cpu_experimental_onednn_custom_call=true
 : > "$OUT"
 for round in $(seq "$ROUNDS"); do
   for bs in 1 16; do
-    if [ "$bs" = 1 ]; then n=10; w=3; else n=5; w=2; fi
+    if [ "$bs" = 1 ]; then n=10; w=3; else n=5; w=3; fi
     "$PY" benchmarks/train_step.py --batch_size $bs --steps $n --warmup $w --out "$OUT" >/dev/null
     XLA_FLAGS="$ONEDNN" "$PY" benchmarks/train_step.py --batch_size $bs --steps $n --warmup $w \
       --out "$OUT" >/dev/null

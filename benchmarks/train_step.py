@@ -112,7 +112,9 @@ def main() -> None:
                  help="comma list; default 1,4,16 on CPU, 1,16,64 on an accelerator")
   p.add_argument("--dtype", default="float32", help="comma list of float32, bfloat16")
   p.add_argument("--steps", type=int, default=10, help="timed steps per configuration")
-  p.add_argument("--warmup", type=int, default=2, help="untimed steps after compiling")
+  # Three: XLA:CPU's second temporary buffer (2.9 GiB at batch 16) is first touched by the
+  # third call, ~4.5 s of page faults once per process (benchmarks/RESULTS.md, session 6).
+  p.add_argument("--warmup", type=int, default=3, help="untimed steps after compiling")
   p.add_argument("--size", type=int, default=256, help="image side")
   p.add_argument("--upsample", default="auto", help="model.upsample")
   p.add_argument("--down_impl", default="auto", help="layers.STRIDED_CONV_IMPLS key")
