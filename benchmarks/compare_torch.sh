@@ -6,12 +6,12 @@
 #   e.g. benchmarks/compare_torch.sh /work/torchvenv/bin/python \
 #          ../shared/bench/torch_pix2pix_reference.py 2 /tmp/compare.jsonl
 #
-# Batch 1: 10 timed steps after 3 warm-up; batch 16: 5 after 3 (the third call of a process
-# first touches XLA's second temporary buffer: ~4.5 s of page faults at batch 16, once). Every line of the output file
-# is one run's JSON record (the reference's has "what": "train"); a summary follows, with the
-# fraction of the peak in the model's FLOPs (86.94 GFLOP per image, both sides) and in the
-# arithmetic each side executes (XLA's count for JAX, less where Winograd runs; the reference
-# executes the direct algorithm's).
+# Batch 1: 10 timed steps after 3 warm-up; batch 16: 5 after 3 (one early call, usually the
+# third, first touches XLA's second temporary buffer: ~4.5 s of page faults at batch 16, once).
+# Every line of the output file is one run's JSON record (the reference's has "what":
+# "train"); a summary follows, with the fraction of the peak in the model's FLOPs (86.94 GFLOP
+# per image, both sides) and in the arithmetic each side executes (XLA's count for JAX, less
+# where Winograd runs; the reference executes the direct algorithm's).
 set -euo pipefail
 TORCH_PY=${1:?usage: $0 TORCH_PYTHON REFERENCE_PY [rounds] [out.jsonl]}
 REFERENCE=$(realpath "${2:?usage: $0 TORCH_PYTHON REFERENCE_PY [rounds] [out.jsonl]}")

@@ -3,10 +3,10 @@
 For each (batch size, dtype) this runs one child process (clean peak-memory and compile
 figures), which builds the state, lowers and compiles the step once (timed), and times
 `--steps` calls after `--warmup`. Each prints one JSON line; a table follows at the end.
-FLOPs come from XLA's cost analysis of the compiled step and are printed beside the
+FLOPs come from XLA's cost analysis of the lowered step and are printed beside the
 PyTorch reference's count (86.94 GFLOP per image at 256x256). Two fractions of the peak
-follow: `fraction_of_peak` by the arithmetic the compiled step executes (how busy the chip
-is; Winograd's layer executes less) and `reference_fraction_of_peak` by the model's 86.94
+follow: `fraction_of_peak` by the arithmetic the step executes (how busy the chip is;
+Winograd's layer executes less) and `reference_fraction_of_peak` by the model's 86.94
 GFLOP (model-FLOPs utilisation: what the throughput is worth against the direct algorithm).
 
   python benchmarks/train_step.py --batch_size 16 --steps 10
@@ -112,8 +112,8 @@ def main() -> None:
                  help="comma list; default 1,4,16 on CPU, 1,16,64 on an accelerator")
   p.add_argument("--dtype", default="float32", help="comma list of float32, bfloat16")
   p.add_argument("--steps", type=int, default=10, help="timed steps per configuration")
-  # Three: XLA:CPU's second temporary buffer (2.9 GiB at batch 16) is first touched by the
-  # third call, ~4.5 s of page faults once per process (benchmarks/RESULTS.md, session 6).
+  # Three: XLA:CPU's second temporary buffer (2.9 GiB at batch 16) is first touched by one
+  # early call, usually the third: ~4.5 s of page faults once per process (RESULTS.md).
   p.add_argument("--warmup", type=int, default=3, help="untimed steps after compiling")
   p.add_argument("--size", type=int, default=256, help="image side")
   p.add_argument("--upsample", default="auto", help="model.upsample")
