@@ -31,8 +31,10 @@ TCMALLOC ?= /usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4
 CPU_XLA_FLAGS ?= --xla_cpu_use_onednn=true --xla_cpu_experimental_onednn_custom_call=true
 FAST_CPU := $(if $(wildcard $(TCMALLOC)),LD_PRELOAD=$(TCMALLOC)) XLA_FLAGS="$(CPU_XLA_FLAGS) $(XLA_FLAGS)"
 
+# ARGS: more flags for train.py, e.g. ARGS="--config.data.manual_dir=~/Downloads".
+ARGS ?=
 train: venv
-	$(FAST_CPU) $(PY) train.py --config $(CONFIG) --workdir $(WORKDIR)
+	$(FAST_CPU) $(PY) train.py --config $(CONFIG) --workdir $(WORKDIR) $(ARGS)
 
 bench: venv
 	$(FAST_CPU) $(PY) benchmarks/train_step.py --batch_size 1,16 --steps 10
