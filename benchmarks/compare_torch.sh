@@ -49,7 +49,7 @@ for line in open(sys.argv[1]):
           f"{j['images_per_s'] / r['images_per_s']:22.2f}  "
           f"{j['reference_fraction_of_peak']:32.1%}  {j['fraction_of_peak']:10.1%}"
           f"  {j['others_cpu_frac_max']:10.2f}")
-  ref = 86.94 * r["images_per_s"] / 544
+  ref = j["reference_gflop_per_image"] * r["images_per_s"] / j["peak_gflops"]  # same counts
   print(f"pytorch     {r['bs']:5d}  {r['images_per_s']:5.2f}  {'':22s}  "
         f"{ref:32.1%}  {ref:10.1%}  {max(r['others_cpu_frac']):10.2f}")
   pending = []

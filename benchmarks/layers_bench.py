@@ -74,8 +74,8 @@ def main() -> None:
   dtype = jnp.dtype(args.dtype)
   n = args.batch_size
   print(f"batch {n}, {args.dtype}, loadavg {common.loadavg()}")
-  # impl -> kind -> [nominal FLOPs, wall seconds] summed over layers.
-  totals = {i: {k: [0.0, 0.0] for k in kinds} for i in impls}
+  # (kind, impl, nominal FLOPs, median seconds) of every layer timed.
+  timed = []
   for kind in kinds:
     table, shapes = tables[kind]
     if args.layers:
@@ -83,17 +83,17 @@ def main() -> None:
     for name, side, cin, cout in shapes:
       for impl, (flops, wall) in time_layer(table, impls, kind, n, side, cin, cout, dtype,
                                             args.rounds, name).items():
-        totals[impl][kind][0] += flops
-        totals[impl][kind][1] += wall
+        timed.append((kind, impl, flops, wall))
+  totals = [("all layers run", kinds)]
+  if args.kind == "all":
+    totals.append(("strided + transposed", ["down", "up"]))
   for impl in impls:
-    for label, ks in (("all layers run", kinds),
-                      ("strided + transposed", [k for k in kinds if k != "stride1"])):
-      flops = sum(totals[impl][k][0] for k in ks)
-      wall = sum(totals[impl][k][1] for k in ks)
-      if wall and (label == "all layers run" or len(ks) < len(kinds)):
+    for label, ks in totals:
+      rows = [(f, t) for k, i, f, t in timed if i == impl and k in ks]
+      flops, wall = sum(f for f, _ in rows), sum(t for _, t in rows)
+      if wall:
         print(f"total {label:22s} {impl:15s} wall {wall * 1e3:8.2f} ms"
               f"  {flops / wall / 1e9:6.0f} GFLOP/s nominal")
-
 
 def time_layer(table, impls, kind, n, side, cin, cout, dtype, rounds, name
                ) -> dict[str, tuple[float, float]]:
