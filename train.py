@@ -18,9 +18,9 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
-from pix2pix_jax import config_validation
-from pix2pix_jax import preemption
-from pix2pix_jax import trainer
+from pix2pix_jax.config import validation
+from pix2pix_jax.train import preemption
+from pix2pix_jax.train import trainer
 
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs",
                                "default.py")
@@ -67,7 +67,7 @@ def main(argv):
                jax.process_count())
   try:
     trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-  except (config_validation.ConfigError, trainer.NonFiniteLossError,
+  except (validation.ConfigError, trainer.NonFiniteLossError,
           trainer.OutOfMemoryError) as e:
     sys.exit(f"error: {e}")
   except preemption.Preempted as e:

@@ -32,7 +32,7 @@ import numpy as np  # noqa: E402
 
 import common  # noqa: E402
 # This tree's, for every variant (older checkouts may not have it).
-from pix2pix_jax.config_validation import with_overrides  # noqa: E402
+from pix2pix_jax.config.validation import with_overrides  # noqa: E402
 
 # Modules a variant imports from its own tree.
 _TREE_MODULES = ("pix2pix_jax", "configs", "train_step", "common")
@@ -54,7 +54,7 @@ def parse_variant(text: str) -> tuple[str, str, dict[str, object]]:
 
 
 def import_from(tree: str):
-  """(train_step benchmark module, pix2pix_jax.sharding, pix2pix_jax.train_step) of `tree`,
+  """(train_step benchmark module, pix2pix_jax.train.sharding, pix2pix_jax.train.step) of `tree`,
   freshly imported: earlier variants' modules are dropped from sys.modules first (their
   compiled steps stay valid)."""
   for mod in list(sys.modules):
@@ -63,7 +63,7 @@ def import_from(tree: str):
   sys.path[:0] = [os.path.join(tree, "benchmarks"), tree]
   try:
     return tuple(importlib.import_module(m) for m in (
-        "train_step", "pix2pix_jax.sharding", "pix2pix_jax.train_step"))
+        "train_step", "pix2pix_jax.train.sharding", "pix2pix_jax.train.step"))
   finally:
     del sys.path[:2]
 

@@ -21,7 +21,7 @@ import jax.numpy as jnp  # noqa: E402
 
 import common  # noqa: E402
 import train_step as train_step_bench  # noqa: E402
-from pix2pix_jax import models  # noqa: E402
+from pix2pix_jax.nn import models  # noqa: E402
 
 
 def run_one(args: argparse.Namespace, mode: str, batch_size: int, dtype: str) -> dict:

@@ -20,7 +20,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import configs.default as default_config  # noqa: E402  (after the path set-up above)
-from pix2pix_jax import input_pipeline  # noqa: E402
+from pix2pix_jax.data import pipeline  # noqa: E402
 
 
 def main() -> None:
@@ -39,13 +39,13 @@ def main() -> None:
     c.data.data_dir = args.data_dir or tmp
     c.data.num_workers = args.num_workers
     start = time.perf_counter()
-    input_pipeline.builder(c.data)
+    pipeline.builder(c.data)
     print(json.dumps({"prepare_s": round(time.perf_counter() - start, 2),
                       "data_dir": c.data.data_dir}), flush=True)
     for reader in args.reader.split(","):
       for batch_size in (int(b) for b in args.batch_size.split(",")):
         c.data.reader, c.batch_size = reader, batch_size
-        batches = input_pipeline.train_iterator(c)
+        batches = pipeline.train_iterator(c)
         for _ in range(max(2, 16 // batch_size)):  # Warm-up: threads, autotune, caches.
           next(batches)
         steps = max(1, args.images // batch_size)

@@ -29,7 +29,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 import common  # noqa: E402
-from pix2pix_jax import layers  # noqa: E402
+from pix2pix_jax.nn import layers  # noqa: E402
 
 # (name, input side, in channels, out channels) of the unet_256 / 70x70 PatchGAN layers.
 DOWN = [("G enc_1", 128, 64, 128), ("G enc_2", 64, 128, 256), ("G enc_3", 32, 256, 512),

@@ -28,7 +28,7 @@ for seed in $SEEDS; do
     start=$(date +%s)
     "$PY" train.py "${COMMON[@]}" "--config.${variant#*:}" --config.seed=$seed \
       --workdir "$run" > "$run.train.log" 2>&1
-    "$PY" -m pix2pix_jax.evaluate --workdir "$run" --split val --output "$run.eval" \
+    "$PY" -m pix2pix_jax.eval.evaluate --workdir "$run" --split val --output "$run.eval" \
       > "$run.eval.log" 2>&1
     "$PY" -c "import json, sys; m = json.load(open(sys.argv[1])); print(
       f'{sys.argv[2]:9s} seed {sys.argv[3]}  val L1 {m[\"l1\"]:.4f}  PSNR {m[\"psnr\"]:.2f}  '

@@ -28,8 +28,8 @@ from jax.profiler import ProfileData  # noqa: E402
 
 import common  # noqa: E402
 import train_step as train_step_bench  # noqa: E402
-from pix2pix_jax import sharding  # noqa: E402
-from pix2pix_jax import train_step as train_step_lib  # noqa: E402
+from pix2pix_jax.train import sharding  # noqa: E402
+from pix2pix_jax.train import step as train_step_lib  # noqa: E402
 
 _INSTR = re.compile(r"^\s*(?:ROOT\s+)?%([\w.\-]+)\s*=\s*(.+?)\s+([\w\-]+)\(")
 # oneDNN custom calls run as thunks named "<instruction>__onednn$<kind>".

@@ -47,8 +47,8 @@ def paper_config(args: argparse.Namespace, batch_size: int, dtype: str):
 def run_one(args: argparse.Namespace, batch_size: int, dtype: str) -> dict:
   import jax  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
-  from pix2pix_jax import sharding  # pylint: disable=import-outside-toplevel
-  from pix2pix_jax import train_step as train_step_lib  # pylint: disable=import-outside-toplevel
+  from pix2pix_jax.train import sharding  # pylint: disable=import-outside-toplevel
+  from pix2pix_jax.train import step as train_step_lib  # pylint: disable=import-outside-toplevel
 
   c = paper_config(args, batch_size, dtype)
   mesh = sharding.make_mesh()

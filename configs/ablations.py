@@ -1,7 +1,7 @@
 """The paper's ablations (Isola et al. 2017, Tables 1-3) as named overrides of a base config.
 
 `GRIDS[grid][row]` is a dict of dotted config fields to set on top of the dataset's config;
-`python -m pix2pix_jax.ablate --grid <grid>` trains, evaluates and tabulates every row. An
+`python -m pix2pix_jax.eval.ablate --grid <grid>` trains, evaluates and tabulates every row. An
 empty dict is the paper's full recipe (U-Net, conditional 70x70 PatchGAN, L1 + cGAN).
 """
 

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 import configs.default as default_config
-from pix2pix_jax import checkpointing
-from pix2pix_jax import sharding
-from pix2pix_jax import train_step as train_step_lib
+from pix2pix_jax.train import checkpoints
+from pix2pix_jax.train import sharding
+from pix2pix_jax.train import step as train_step_lib
 
 # --- Inference, evaluation, export and torch import (issue 4). ----------------------------
 
@@ -45,8 +45,8 @@ def trained_workdir(tmp_path_factory):
   batch = {"input": rng.uniform(-1, 1, shape).astype(np.float32),
            "target": rng.uniform(-1, 1, shape).astype(np.float32)}
   state, _ = step(state, batch)
-  manager = checkpointing.make_manager(str(workdir), async_save=False)
-  checkpointing.save(manager, state, config)
+  manager = checkpoints.make_manager(str(workdir), async_save=False)
+  checkpoints.save(manager, state, config)
   manager.wait_until_finished()
   manager.close()
   return str(workdir)
@@ -87,17 +87,17 @@ def tfds_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def synthetic_config(tfds_dir):
   """The default config over the embedded synthetic dataset, prepared once."""
-  from pix2pix_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  from pix2pix_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   c = data_config(tfds_dir)
-  input_pipeline.builder(c.data)
+  pipeline.builder(c.data)
   return c
 
 
 @pytest.fixture(scope="session")
 def facades_builder(tfds_dir):
   """Facades prepared from the shared archive through manual_dir (skips without it)."""
-  from pix2pix_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  from pix2pix_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   if not (SHARED_DATA / "facades.tar.gz").exists():
     pytest.skip(f"{SHARED_DATA}/facades.tar.gz not found")
   c = data_config(tfds_dir, **{"data.name": "facades", "data.manual_dir": str(SHARED_DATA)})
-  return input_pipeline.builder(c.data)
+  return pipeline.builder(c.data)

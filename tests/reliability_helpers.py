@@ -18,7 +18,7 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
-from pix2pix_jax import checkpointing
+from pix2pix_jax.train import checkpoints
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -122,14 +122,14 @@ def read(path: str) -> str:
 
 def checkpoint_entries(workdir: str) -> list[str]:
   try:
-    return sorted(os.listdir(checkpointing.checkpoint_dir(workdir)))
+    return sorted(os.listdir(checkpoints.checkpoint_dir(workdir)))
   except FileNotFoundError:
     return []
 
 
 def complete_steps(workdir: str) -> list[int]:
   """The steps orbax itself would offer for a resume (it skips unfinished saves)."""
-  manager = checkpointing.make_manager(workdir, read_only=True)
+  manager = checkpoints.make_manager(workdir, read_only=True)
   try:
     return list(manager.all_steps())
   finally:
@@ -138,7 +138,7 @@ def complete_steps(workdir: str) -> list[int]:
 
 def restore_raw(workdir: str, step: int | None = None) -> Any:
   """The saved state as plain host arrays, without knowing the config that made it."""
-  manager = checkpointing.make_manager(workdir, read_only=True)
+  manager = checkpoints.make_manager(workdir, read_only=True)
   try:
     step = manager.latest_step() if step is None else step
     restored = manager.restore(step, args=ocp.args.Composite(

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from pix2pix_jax import adam
+from pix2pix_jax.train import adam
 
 SCHEDULE = optax.linear_schedule(2e-4, 1e-4, 10)
 

@@ -7,8 +7,8 @@ in and the one coming out) would cost the whole compile time again on every iter
 import jax
 import numpy as np
 
-from pix2pix_jax import sharding
-from pix2pix_jax import train_step as train_step_lib
+from pix2pix_jax.train import sharding
+from pix2pix_jax.train import step as train_step_lib
 from conftest import tiny_config
 
 # The event jax records once per XLA compilation (jax/_src/dispatch.py BACKEND_COMPILE_EVENT).

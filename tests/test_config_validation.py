@@ -3,7 +3,7 @@
 import pytest
 
 import configs.default as default_config
-from pix2pix_jax import config_validation
+from pix2pix_jax.config import validation
 
 
 def config_with(**fields):
@@ -18,7 +18,7 @@ def config_with(**fields):
 
 
 def test_default_config_is_valid():
-  config_validation.validate(default_config.get_config())
+  validation.validate(default_config.get_config())
 
 
 @pytest.mark.parametrize("fields, field_named", [
@@ -38,18 +38,18 @@ def test_default_config_is_valid():
     ({"model__generator": "resnet_9blocks"}, "model.generator"),
 ])
 def test_bad_field_is_named(fields, field_named):
-  with pytest.raises(config_validation.ConfigError) as e:
-    config_validation.validate(config_with(**fields))
+  with pytest.raises(validation.ConfigError) as e:
+    validation.validate(config_with(**fields))
   message = str(e.value)
   assert message.startswith(field_named), message
   assert message.count(". ") <= 1 and "\n" not in message
 
 
 def test_crop_check_only_applies_to_modes_that_crop_a_resized_image():
-  config_validation.validate(
+  validation.validate(
       config_with(data__crop_size=128, data__load_size=72, data__preprocess="crop"))
 
 
 def test_sizes_are_free_when_the_pipeline_fits_each_image():
   # scale_width/none keep each image's size; data.size_mode pads or resizes it.
-  config_validation.validate(config_with(data__crop_size=60, data__preprocess="scale_width"))
+  validation.validate(config_with(data__crop_size=60, data__preprocess="scale_width"))

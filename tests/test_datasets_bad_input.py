@@ -9,8 +9,8 @@ from PIL import Image
 import pytest
 
 from conftest import data_config
-from pix2pix_jax import input_pipeline
-from pix2pix_jax.datasets import images
+from pix2pix_jax.data import pipeline
+from pix2pix_jax.data import image_io
 
 
 def _png(height=8, width=16, channels=3, seed=0) -> bytes:
@@ -39,7 +39,7 @@ def _folder(root, bad_name: str | None = None, bad: bytes | None = None, good: i
 def _build(tmp_path, path, **overrides):
   c = data_config(tmp_path / "tfds", **{"data.name": "folder", "data.path": str(path),
                                         "data.val_fraction": 0.0, **overrides})
-  return input_pipeline.builder(c.data)
+  return pipeline.builder(c.data)
 
 
 @pytest.mark.parametrize("name,content,reason", [
@@ -51,7 +51,7 @@ def _build(tmp_path, path, **overrides):
 ])
 def test_bad_file_stops_the_build_naming_it(tmp_path, name, content, reason):
   data = _folder(tmp_path / "data", name, content)
-  with pytest.raises(images.BadImageError, match=reason) as error:
+  with pytest.raises(image_io.BadImageError, match=reason) as error:
     _build(tmp_path, data)
   assert str(data / name) in str(error.value)
   assert "on_bad_file" in str(error.value)  # Says how to go on.
@@ -60,7 +60,7 @@ def test_bad_file_stops_the_build_naming_it(tmp_path, name, content, reason):
 def test_unreadable_file(tmp_path):
   data = _folder(tmp_path / "data")
   os.symlink(tmp_path / "nowhere.png", data / "link.png")
-  with pytest.raises(images.BadImageError, match="cannot read") as error:
+  with pytest.raises(image_io.BadImageError, match="cannot read") as error:
     _build(tmp_path, data)
   assert "link.png" in str(error.value)
 
@@ -69,7 +69,7 @@ def test_unreadable_file(tmp_path):
 def test_decompression_bomb_is_refused(tmp_path, monkeypatch):
   data = _folder(tmp_path / "data", "big.png", _png(100, 200))
   monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10_000)
-  with pytest.raises(images.BadImageError, match="MAX_IMAGE_PIXELS") as error:
+  with pytest.raises(image_io.BadImageError, match="MAX_IMAGE_PIXELS") as error:
     _build(tmp_path, data)
   assert "big.png" in str(error.value)
 
@@ -79,7 +79,7 @@ def test_pair_of_different_sizes(tmp_path):
   for side, (h, w) in (("A", (8, 8)), ("B", (8, 6))):
     (data / side).mkdir(parents=True)
     (data / side / "x.png").write_bytes(_png(h, w))
-  with pytest.raises(images.BadImageError, match="same size") as error:
+  with pytest.raises(image_io.BadImageError, match="same size") as error:
     _build(tmp_path, data)
   assert "x.png" in str(error.value)
 
@@ -89,7 +89,7 @@ def test_file_without_a_partner(tmp_path):
   for side in ("A", "B"):
     _folder(data / side, good=2)
   (data / "A" / "lonely.png").write_bytes(_png())
-  with pytest.raises(images.BadImageError, match="no file of the same name in B/"):
+  with pytest.raises(image_io.BadImageError, match="no file of the same name in B/"):
     _build(tmp_path, data)
 
 
@@ -118,7 +118,7 @@ def test_skip_with_nothing_left_is_an_error(tmp_path):
 
 
 def test_decode_errors_name_the_file():
-  with pytest.raises(images.BadImageError, match="^photo.jpg: "):
-    images.decode(b"nope", "photo.jpg")
-  with pytest.raises(images.BadImageError, match="not a side-by-side"):
-    images.split_ab(np.zeros((4, 1, 3), np.uint8), "thin.png")
+  with pytest.raises(image_io.BadImageError, match="^photo.jpg: "):
+    image_io.decode(b"nope", "photo.jpg")
+  with pytest.raises(image_io.BadImageError, match="not a side-by-side"):
+    image_io.split_ab(np.zeros((4, 1, 3), np.uint8), "thin.png")

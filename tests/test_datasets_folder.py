@@ -6,10 +6,10 @@ import pytest
 import tensorflow_datasets as tfds
 
 from conftest import data_config
-from pix2pix_jax import input_pipeline
-from pix2pix_jax import transforms
-from pix2pix_jax.datasets import folder
-from pix2pix_jax.datasets import images
+from pix2pix_jax.data import pipeline
+from pix2pix_jax.data import transforms
+from pix2pix_jax.data.datasets import folder
+from pix2pix_jax.data import image_io
 
 
 def _random(rng, height, width, channels, top=255):
@@ -34,7 +34,7 @@ def _examples(builder, split):
   examples = [dict(source[i]) for i in range(len(source))]
   for ex in examples:
     for key in ("image_a", "image_b"):
-      ex[key] = images.decode(ex[key], key)
+      ex[key] = image_io.decode(ex[key], key)
   return examples
 
 
@@ -47,7 +47,7 @@ def test_side_by_side_files_in_split_folders_non_square(tmp_path):
       ab = _random(rng, 20, 60, 3)
       _save(data / split / f"{i}.png", ab)
       written[(split, i)] = ab
-  b = input_pipeline.builder(_config(tmp_path, data).data)
+  b = pipeline.builder(_config(tmp_path, data).data)
   assert {s: b.info.splits[s].num_examples for s in b.info.splits} == {
       "train": 3, "val": 2, "test": 1}
   ex = _examples(b, "val")[1]
@@ -67,7 +67,7 @@ def test_a_and_b_folders_pair_by_name_gray_to_rgb_with_held_out_fraction(tmp_pat
     _save(data / "B" / f"img{i}.bmp", b)  # Same name, another extension.
     pairs[f"img{i}.png"] = (a, b)
   c = _config(tmp_path, data, **{"data.val_fraction": 0.25})
-  b = input_pipeline.builder(c.data)
+  b = pipeline.builder(c.data)
   assert b.info.splits["train"].num_examples == 6 and b.info.splits["val"].num_examples == 2
   assert b.info.features["image_a"].shape[-1] == 1
   assert b.info.features["image_b"].shape[-1] == 3
@@ -82,7 +82,7 @@ def test_a_and_b_folders_pair_by_name_gray_to_rgb_with_held_out_fraction(tmp_pat
   # Gray input, colour target through the pipeline.
   c.model.input_nc, c.model.num_downs = 1, 2
   c.data.preprocess, c.batch_size = "none", 2
-  batch = next(input_pipeline.train_iterator(c))
+  batch = next(pipeline.train_iterator(c))
   assert batch["input"].shape == (2, 12, 16, 1) and batch["target"].shape == (2, 12, 16, 3)
 
 
@@ -94,7 +94,7 @@ def test_rgba_and_mixed_modes_keep_alpha(tmp_path):
   _save(data / "B" / "0.png", _random(rng, 8, 8, 2))  # Gray + alpha.
   _save(data / "B" / "1.png", _random(rng, 8, 8, 1))
   c = _config(tmp_path, data, **{"data.val_fraction": 0.0})
-  b = input_pipeline.builder(c.data)
+  b = pipeline.builder(c.data)
   assert list(b.info.splits) == ["train"]
   assert b.info.features["image_a"].shape[-1] == 4
   assert b.info.features["image_b"].shape[-1] == 2
@@ -104,7 +104,7 @@ def test_rgba_and_mixed_modes_keep_alpha(tmp_path):
   # Any channel count per side reaches the network, here 4 in and 1 out.
   c.model.input_nc, c.model.output_nc, c.model.num_downs = 4, 1, 3
   c.data.preprocess, c.batch_size = "none", 1
-  batch = next(input_pipeline.train_iterator(c))
+  batch = next(pipeline.train_iterator(c))
   assert batch["input"].shape == (1, 8, 8, 4) and batch["target"].shape == (1, 8, 8, 1)
 
 
@@ -116,10 +116,10 @@ def test_16_bit_png_keeps_its_precision(tmp_path):
   c = _config(tmp_path, data, **{"data.val_fraction": 0.0, "data.preprocess": "none",
                                  "data.flip": False, "model.input_nc": 1,
                                  "model.num_downs": 2, "batch_size": 1})
-  b = input_pipeline.builder(c.data)
+  b = pipeline.builder(c.data)
   assert b.info.features["image_a"].np_dtype == np.uint16
   np.testing.assert_array_equal(_examples(b, "train")[0]["image_a"], a)
-  x = next(input_pipeline.train_iterator(c))["input"][0, 0, :, 0]
+  x = next(pipeline.train_iterator(c))["input"][0, 0, :, 0]
   np.testing.assert_allclose(x, [-1, -1 + 2 / 65535, 32768 * 2 / 65535 - 1, 1], atol=1e-6)
   assert x[1] != x[0]  # Not squeezed into 8 bits.
 
@@ -131,12 +131,12 @@ def test_non_square_sizes_not_a_multiple_pad_and_crop_back(tmp_path):
     _save(data / "train" / f"{i}.png", _random(rng, 50, 140, 3))
   c = _config(tmp_path, data, **{"data.preprocess": "none", "model.num_downs": 5,
                                  "data.eval_split": "train"})
-  samples = input_pipeline.sample_pairs(c, 2)
+  samples = pipeline.sample_pairs(c, 2)
   # 50x70 -> 48x72 (rounded to multiples of 4, as the official "none"), padded to 32s.
   assert samples["input"].shape == (2, 64, 96, 3)
   np.testing.assert_array_equal(samples["shape"], [[48, 72]] * 2)
   np.testing.assert_array_equal(samples["size"], [[50, 70]] * 2)
-  restored = transforms.restore(samples["input"][0], (48, 72), input_pipeline.spec(c))
+  restored = transforms.restore(samples["input"][0], (48, 72), pipeline.spec(c))
   np.testing.assert_array_equal(restored, samples["input"][0, :48, :72])
   np.testing.assert_array_equal(samples["input"][0, 48:52], samples["input"][0, 46:42:-1])
 
@@ -156,4 +156,4 @@ def test_config_name_follows_the_folder_and_its_files(tmp_path):
 
 def test_folder_needs_a_path(tmp_path):
   with pytest.raises(ValueError, match="data.path"):
-    input_pipeline.builder(_config(tmp_path, "").data)
+    pipeline.builder(_config(tmp_path, "").data)

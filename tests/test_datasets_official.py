@@ -14,8 +14,8 @@ import pytest
 
 from conftest import SHARED_DATA
 from conftest import data_config
-from pix2pix_jax import input_pipeline
-from pix2pix_jax.datasets import official
+from pix2pix_jax.data import pipeline
+from pix2pix_jax.data.datasets import official
 
 _LEFT, _RIGHT = (200, 40, 40), (40, 40, 200)
 
@@ -96,7 +96,7 @@ def test_other_datasets_from_an_archive_in_manual_dir(name, tmp_path):
   manual.mkdir()
   _fake_archive(manual, name, config.splits)
   c = data_config(tmp_path / "tfds", **{"data.name": name, "data.manual_dir": str(manual)})
-  _check(input_pipeline.builder(c.data), config.splits)
+  _check(pipeline.builder(c.data), config.splits)
 
 
 def test_extracted_folder_in_manual_dir(tmp_path):
@@ -106,16 +106,16 @@ def test_extracted_folder_in_manual_dir(tmp_path):
     tar.extractall(manual, filter="data")
   c = data_config(tmp_path / "tfds", **{"data.name": "night2day",
                                         "data.manual_dir": str(manual)})
-  _check(input_pipeline.builder(c.data), ("train", "val", "test"))
+  _check(pipeline.builder(c.data), ("train", "val", "test"))
 
 
 def test_manual_dir_without_the_archive_is_an_error(tmp_path):
   c = data_config(tmp_path / "tfds", **{"data.name": "maps", "data.manual_dir": str(tmp_path)})
   with pytest.raises(FileNotFoundError, match="maps.tar.gz"):
-    input_pipeline.builder(c.data)
+    pipeline.builder(c.data)
   c.data.manual_dir = str(tmp_path / "missing")
   with pytest.raises(FileNotFoundError, match="missing"):
-    input_pipeline.builder(c.data)
+    pipeline.builder(c.data)
 
 
 @pytest.fixture
@@ -138,7 +138,7 @@ def test_download_path(loopback_server, tmp_path, monkeypatch):
   monkeypatch.setattr(official, "URL", url + "/{}.tar.gz")
   monkeypatch.setenv("NO_PROXY", "127.0.0.1")
   c = data_config(tmp_path / "tfds", **{"data.name": "maps"})
-  _check(input_pipeline.builder(c.data), ("train", "val"))
+  _check(pipeline.builder(c.data), ("train", "val"))
   assert list((tmp_path / "tfds" / "downloads").glob("*/127.0.0.1_*maps*.tar.gz"))
 
 

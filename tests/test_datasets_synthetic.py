@@ -3,9 +3,9 @@
 import numpy as np
 import tensorflow_datasets as tfds
 
-from pix2pix_jax import input_pipeline
-from pix2pix_jax.datasets import images
-from pix2pix_jax.datasets import synthetic
+from pix2pix_jax.data import pipeline
+from pix2pix_jax.data import image_io
+from pix2pix_jax.data.datasets import synthetic
 
 
 def test_pairs_are_deterministic_and_differ_by_index_split_and_seed():
@@ -47,7 +47,7 @@ def test_classes_look_different_in_the_photo():
 
 
 def test_builder_splits_and_features(synthetic_config):
-  b = input_pipeline.builder(synthetic_config.data)
+  b = pipeline.builder(synthetic_config.data)
   assert {s: b.info.splits[s].num_examples for s in b.info.splits} == {
       "train": 400, "val": 100, "test": 50}
   source = b.as_data_source("val")
@@ -60,4 +60,4 @@ def test_builder_splits_and_features(synthetic_config):
   # The stored PNGs decode with the package's own decoder too.
   skip = tfds.decode.SkipDecoding()
   raw = b.as_data_source("val", decoders={"image_b": skip})[7]["image_b"]
-  np.testing.assert_array_equal(images.decode(raw, "x"), photo)
+  np.testing.assert_array_equal(image_io.decode(raw, "x"), photo)

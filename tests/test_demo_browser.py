@@ -1,4 +1,4 @@
-"""The demo page end to end (issue 8): `python -m pix2pix_jax.serve` and headless Chromium.
+"""The demo page end to end (issue 8): `python -m pix2pix_jax.serving.serve` and headless Chromium.
 
 Skips where Chromium, chromedriver or selenium is missing, unless PIX2PIX_REQUIRE_BROWSER=1
 (as .ci/run sets): CI must run it.
@@ -57,7 +57,7 @@ def browser_or_skip() -> tuple[str, str]:
 def start_server(workdir: str, timeout: float = 300.0) -> tuple[subprocess.Popen, str]:
   """Runs the demo command on a free port; returns it and its URL once it serves."""
   proc = subprocess.Popen(
-      [sys.executable, "-m", "pix2pix_jax.serve", "--workdir", workdir, "--port", "0"],
+      [sys.executable, "-m", "pix2pix_jax.serving.serve", "--workdir", workdir, "--port", "0"],
       cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
       env={**os.environ, "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "2"})
   lines: list[str] = []
@@ -179,7 +179,7 @@ def test_drawing_updates_translation(page, tmp_path, trained_workdir):
 def make_screenshot(workdir: str, out: str) -> None:
   """docs/demo.png: a facade from the synthetic val split, loaded and painted over."""
   from PIL import Image  # pylint: disable=g-import-not-at-top
-  from pix2pix_jax.datasets import synthetic  # pylint: disable=g-import-not-at-top
+  from pix2pix_jax.data.datasets import synthetic  # pylint: disable=g-import-not-at-top
   chromium, chromedriver = browser_or_skip()
   proc, url = start_server(workdir)
   with tempfile.TemporaryDirectory() as tmp:

@@ -9,10 +9,10 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from pix2pix_jax import evaluate as evaluate_lib
-from pix2pix_jax import inference
-from pix2pix_jax import lpips as lpips_lib
-from pix2pix_jax import metrics
+from pix2pix_jax.eval import evaluate as evaluate_lib
+from pix2pix_jax.serving import inference
+from pix2pix_jax.eval import lpips as lpips_lib
+from pix2pix_jax.eval import metrics
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATA = os.path.join(os.path.dirname(REPO), "shared", "data")
@@ -70,7 +70,7 @@ def test_architecture_overrides_are_refused(trained_workdir):
 def test_evaluate_cli_with_config_overrides(trained_workdir, synthetic_config, tmp_path):
   out = tmp_path / "eval"
   result = subprocess.run(
-      [sys.executable, "-m", "pix2pix_jax.evaluate", f"--workdir={trained_workdir}",
+      [sys.executable, "-m", "pix2pix_jax.eval.evaluate", f"--workdir={trained_workdir}",
        "--split=val", f"--output={out}", "--eval_mode", "--batch_size=16",
        f"--config.data.data_dir={synthetic_config.data.data_dir}"],
       cwd=REPO, capture_output=True, text=True, timeout=400)

@@ -8,8 +8,8 @@ import textwrap
 
 import numpy as np
 
-from pix2pix_jax import inference
-from pix2pix_jax import models
+from pix2pix_jax.serving import inference
+from pix2pix_jax.nn import models
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -34,7 +34,7 @@ _RELOAD = textwrap.dedent("""
 def test_export_round_trips(trained_workdir, tmp_path):
   out = tmp_path / "export"
   result = subprocess.run(
-      [sys.executable, "-m", "pix2pix_jax.export", f"--workdir={trained_workdir}",
+      [sys.executable, "-m", "pix2pix_jax.serving.export", f"--workdir={trained_workdir}",
        f"--output={out}", "--format=both", "--platforms=cpu,cuda"],
       cwd=REPO, capture_output=True, text=True, timeout=400)
   assert result.returncode == 0, result.stderr[-3000:]

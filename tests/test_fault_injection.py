@@ -19,8 +19,8 @@ import time
 import pytest
 import reliability_helpers as rh
 
-from pix2pix_jax import preemption
-from pix2pix_jax import trainer
+from pix2pix_jax.train import preemption
+from pix2pix_jax.train import trainer
 
 TMP = ".orbax-checkpoint-tmp"  # orbax's name for a checkpoint still being written.
 SEED = int(os.environ.get("FAULT_INJECTION_SEED", "0"))  # Other seeds, other kill points.

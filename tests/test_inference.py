@@ -9,9 +9,9 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from pix2pix_jax import inference
-from pix2pix_jax import models
-from pix2pix_jax import translate as translate_cli
+from pix2pix_jax.serving import inference
+from pix2pix_jax.nn import models
+from pix2pix_jax.serving import translate as translate_cli
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -113,7 +113,7 @@ def test_translate_cli(trained_workdir, tmp_path):
   Image.fromarray(_image(8, (50, 40))).save(inputs / "gray.jpg")
   out = tmp_path / "out"
   result = subprocess.run(
-      [sys.executable, "-m", "pix2pix_jax.translate", f"--workdir={trained_workdir}",
+      [sys.executable, "-m", "pix2pix_jax.serving.translate", f"--workdir={trained_workdir}",
        f"--input={inputs}", f"--output={out}", "--batch_size=2", "--seed=1"],
       cwd=REPO, capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-3000:]

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from conftest import data_config
-from pix2pix_jax import input_pipeline
-from pix2pix_jax import transforms
+from pix2pix_jax.data import pipeline
+from pix2pix_jax.data import transforms
 
 
 def _take(iterator, n):
@@ -23,9 +23,9 @@ def _config(base, **overrides):
 
 def test_shapes_dtypes_and_range(synthetic_config):
   c = _config(synthetic_config, **{"model.input_nc": 1})
-  assert input_pipeline.num_examples(c.data, "train") == 400
-  assert input_pipeline.steps_per_epoch(c) == 400 // c.batch_size
-  batch = next(input_pipeline.train_iterator(c))
+  assert pipeline.num_examples(c.data, "train") == 400
+  assert pipeline.steps_per_epoch(c) == 400 // c.batch_size
+  batch = next(pipeline.train_iterator(c))
   assert set(batch) == {"input", "target"}
   assert batch["input"].shape == (c.batch_size, 64, 64, 1)
   assert batch["target"].shape == (c.batch_size, 64, 64, 3)
@@ -36,10 +36,10 @@ def test_shapes_dtypes_and_range(synthetic_config):
 
 def test_deterministic_for_a_seed(synthetic_config):
   c = _config(synthetic_config)
-  a = _take(input_pipeline.train_iterator(c), 3)
-  b = _take(input_pipeline.train_iterator(c), 3)
+  a = _take(pipeline.train_iterator(c), 3)
+  b = _take(pipeline.train_iterator(c), 3)
   c.seed = 1
-  other = _take(input_pipeline.train_iterator(c), 3)
+  other = _take(pipeline.train_iterator(c), 3)
   for x, y, z in zip(a, b, other):
     np.testing.assert_array_equal(x["input"], y["input"])
     np.testing.assert_array_equal(x["target"], y["target"])
@@ -48,9 +48,9 @@ def test_deterministic_for_a_seed(synthetic_config):
 
 def test_resume_gives_the_uninterrupted_batches_across_an_epoch(synthetic_config):
   c = _config(synthetic_config, batch_size=64)  # 6 steps per epoch.
-  assert input_pipeline.steps_per_epoch(c) == 6
-  full = _take(input_pipeline.train_iterator(c), 9)
-  resumed = _take(input_pipeline.train_iterator(c, start_step=5), 4)
+  assert pipeline.steps_per_epoch(c) == 6
+  full = _take(pipeline.train_iterator(c), 9)
+  resumed = _take(pipeline.train_iterator(c, start_step=5), 4)
   for x, y in zip(full[5:], resumed):
     np.testing.assert_array_equal(x["input"], y["input"])
     np.testing.assert_array_equal(x["target"], y["target"])
@@ -60,8 +60,8 @@ def test_resume_gives_the_uninterrupted_batches_across_an_epoch(synthetic_config
 
 def test_each_host_loads_its_half_of_the_global_batch(synthetic_config):
   c = _config(synthetic_config)
-  one = _take(input_pipeline.train_iterator(c, start_step=3), 2)
-  halves = [_take(input_pipeline.train_iterator(c, start_step=3, process_index=p,
+  one = _take(pipeline.train_iterator(c, start_step=3), 2)
+  halves = [_take(pipeline.train_iterator(c, start_step=3, process_index=p,
                                                 process_count=2), 2) for p in range(2)]
   for step in range(2):
     parts = [h[step]["input"] for h in halves]
@@ -72,9 +72,9 @@ def test_each_host_loads_its_half_of_the_global_batch(synthetic_config):
 
 def test_tf_and_numpy_readers_give_the_same_pixels(synthetic_config):
   c = _config(synthetic_config)
-  numpy_batches = _take(input_pipeline.train_iterator(c, start_step=7), 2)
+  numpy_batches = _take(pipeline.train_iterator(c, start_step=7), 2)
   c.data.reader = "tf"
-  tf_batches = _take(input_pipeline.train_iterator(c, start_step=7), 2)
+  tf_batches = _take(pipeline.train_iterator(c, start_step=7), 2)
   for x, y in zip(numpy_batches, tf_batches):
     np.testing.assert_array_equal(x["input"], y["input"])
     np.testing.assert_array_equal(x["target"], y["target"])
@@ -82,9 +82,9 @@ def test_tf_and_numpy_readers_give_the_same_pixels(synthetic_config):
 
 def test_direction_swaps_input_and_target(synthetic_config):
   c = _config(synthetic_config, **{"data.flip": False, "data.preprocess": "none"})
-  a_to_b = input_pipeline.sample_pairs(c, 2)
+  a_to_b = pipeline.sample_pairs(c, 2)
   c.data.direction = "BtoA"
-  b_to_a = input_pipeline.sample_pairs(c, 2)
+  b_to_a = pipeline.sample_pairs(c, 2)
   np.testing.assert_array_equal(a_to_b["input"], b_to_a["target"])
   # A is the label map: few colours; B the photo: many.
   colours = lambda x: len(np.unique(x.reshape(-1, 3), axis=0))
@@ -101,32 +101,32 @@ def test_direction_swaps_input_and_target(synthetic_config):
 def test_preprocess_mode_sizes(synthetic_config, mode, load, crop, expected):
   c = _config(synthetic_config, **{"data.preprocess": mode, "data.load_size": load,
                                    "data.crop_size": crop, "model.num_downs": 5})
-  assert next(input_pipeline.train_iterator(c))["input"].shape[1:3] == expected
-  assert input_pipeline.sample_pairs(c, 1)["input"].shape[1:3] == expected
+  assert next(pipeline.train_iterator(c))["input"].shape[1:3] == expected
+  assert pipeline.sample_pairs(c, 1)["input"].shape[1:3] == expected
 
 
 @pytest.mark.parametrize("size_mode", ["reflect", "zeros", "resize"])
 def test_sizes_not_a_multiple_of_2_to_the_num_downs(synthetic_config, size_mode):
   c = _config(synthetic_config, **{"data.load_size": 70, "data.crop_size": 60,
                                    "data.size_mode": size_mode, "model.num_downs": 6})
-  batch = next(input_pipeline.train_iterator(c))
+  batch = next(pipeline.train_iterator(c))
   assert batch["input"].shape[1:3] == (64, 64)
-  samples = input_pipeline.sample_pairs(c, 2)
+  samples = pipeline.sample_pairs(c, 2)
   assert samples["input"].shape[1:3] == (64, 64)
   np.testing.assert_array_equal(samples["shape"], [[60, 60]] * 2)
-  spec = input_pipeline.spec(c)
+  spec = pipeline.spec(c)
   restored = transforms.restore(samples["input"][0], (60, 60), spec)
   assert restored.shape == (60, 60, 3)
   if size_mode != "resize":
     unpadded = c.copy_and_resolve_references()
     unpadded.model.num_downs = 2  # 60 is a multiple of 4: nothing to fit.
-    reference = input_pipeline.sample_pairs(unpadded, 2)["input"][0]
+    reference = pipeline.sample_pairs(unpadded, 2)["input"][0]
     np.testing.assert_array_equal(restored, reference)
 
 
 def test_eval_iterator_covers_the_split_once_in_order_with_a_mask(synthetic_config):
   c = _config(synthetic_config)
-  batches = list(input_pipeline.eval_iterator(c, "val", 32))
+  batches = list(pipeline.eval_iterator(c, "val", 32))
   assert len(batches) == 4  # 100 = 3 * 32 + 4.
   assert all(b["input"].shape == (32, 64, 64, 3) for b in batches)
   mask = np.concatenate([b["mask"] for b in batches])
@@ -135,18 +135,18 @@ def test_eval_iterator_covers_the_split_once_in_order_with_a_mask(synthetic_conf
   assert names == [f"val_{i:05d}.png" for i in range(100)]
   np.testing.assert_array_equal(batches[0]["size"][0], (128, 128))
   # Two hosts split each global batch.
-  halves = [list(input_pipeline.eval_iterator(c, "val", 32, process_index=p,
+  halves = [list(pipeline.eval_iterator(c, "val", 32, process_index=p,
                                               process_count=2)) for p in range(2)]
   np.testing.assert_array_equal(
       np.concatenate([halves[0][1]["input"], halves[1][1]["input"]]), batches[1]["input"])
   # No jitter: the same pixels every time.
-  again = next(input_pipeline.eval_iterator(c, "val", 32))
+  again = next(pipeline.eval_iterator(c, "val", 32))
   np.testing.assert_array_equal(again["input"], batches[0]["input"])
 
 
 def test_sample_pairs_falls_back_to_an_existing_split(synthetic_config):
   c = _config(synthetic_config, **{"data.eval_split": "nope"})
-  samples = input_pipeline.sample_pairs(c, 3)
+  samples = pipeline.sample_pairs(c, 3)
   assert list(samples["name"]) == [f"test_{i:05d}.png" for i in range(3)]
 
 
@@ -155,16 +155,16 @@ def test_bad_config_values_are_named(synthetic_config):
                      ("data.size_mode", "stretch"), ("data.direction", "AtoC")):
     c = _config(synthetic_config, **{key: value})
     with pytest.raises(ValueError, match=key.split(".")[1]):
-      next(input_pipeline.train_iterator(c))
+      next(pipeline.train_iterator(c))
   with pytest.raises(ValueError, match="on_bad_file"):
-    input_pipeline.builder(_config(synthetic_config, **{"data.on_bad_file": "ignore"}).data)
+    pipeline.builder(_config(synthetic_config, **{"data.on_bad_file": "ignore"}).data)
   with pytest.raises(ValueError, match="Unknown data.name"):
-    input_pipeline.builder(_config(synthetic_config, **{"data.name": "imagenet"}).data)
+    pipeline.builder(_config(synthetic_config, **{"data.name": "imagenet"}).data)
 
 
 def test_numpy_reader_never_imports_tensorflow(synthetic_config):
   code = (
-      "import sys; import configs.default as d; from pix2pix_jax import input_pipeline as ip\n"
+      "import sys; import configs.default as d; from pix2pix_jax.data import pipeline as ip\n"
       "c = d.get_config(); c.data.reader = 'numpy'; c.data.data_dir = sys.argv[1]\n"
       "b = next(ip.train_iterator(c, start_step=3)); s = ip.sample_pairs(c, 2)\n"
       "print(b['input'].shape, 'tensorflow' in sys.modules)")

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pix2pix_jax import layers
+from pix2pix_jax.nn import layers
 
 # (batch, height, width, in channels, out channels): square and not, odd sizes, 1x1 (the
 # innermost U-Net level), one channel in or out, and 128 channels (their convolutions and

@@ -15,15 +15,15 @@ import numpy as np
 import pytest
 
 import configs.default as default_config
-from pix2pix_jax import config_validation
-from pix2pix_jax import ema
-from pix2pix_jax import losses
-from pix2pix_jax import models
-from pix2pix_jax import regularizers
-from pix2pix_jax import sharding
-from pix2pix_jax import summary
-from pix2pix_jax import train_state
-from pix2pix_jax import train_step
+from pix2pix_jax.config import validation
+from pix2pix_jax.train import ema
+from pix2pix_jax.objectives import losses
+from pix2pix_jax.nn import models
+from pix2pix_jax.objectives import regularizers
+from pix2pix_jax.train import sharding
+from pix2pix_jax.nn import sizes
+from pix2pix_jax.train import state as train_state_lib
+from pix2pix_jax.train import step as train_step_lib
 
 
 def softplus(v: float) -> float:
@@ -187,7 +187,7 @@ def test_r1_penalty_matches_finite_differences_on_the_real_image():
 def test_penalties_are_switched_on_by_config_only():
   c = default_config.base_config().loss
   assert regularizers.from_config(c) == ()
-  paper = train_step.objective_from_config(c)
+  paper = train_step_lib.objective_from_config(c)
   assert paper.d_regularizers == () and paper.feature_matching_weight == 0.0
   c.gan_mode, c.r1_gamma = "wgangp", 1.0
   assert [r.name for r in regularizers.from_config(c)] == ["gp", "r1"]
@@ -198,7 +198,7 @@ def test_penalties_are_switched_on_by_config_only():
 
 def test_multiscale_and_spectral_norm_parameter_counts():
   base = default_config.base_config()
-  d_params = lambda **m: summary.network_sizes(
+  d_params = lambda **m: sizes.network_sizes(
       ml_collections.ConfigDict({**base.to_dict(), "model": {**base.model.to_dict(), **m}})
   )["discriminator_params"]
   assert d_params(num_d=1) == d_params() == 2_768_705  # the official count, unchanged
@@ -282,12 +282,12 @@ def test_paper_networks_train_with_every_network_side_switch():
                   model__num_d=2, model__spectral_norm_d=True, model__ema_decay=0.99,
                   optim__lr=1e-4, optim__lr_d=4e-4, model__num_downs=2, model__n_layers_d=1)
   c.data.crop_size = 16
-  config_validation.validate(c)
-  g_tx, d_tx = train_state.make_optimizers(c, 100)
-  state = jax.jit(lambda: train_state.create_train_state(c, g_tx, d_tx))()
+  validation.validate(c)
+  g_tx, d_tx = train_state_lib.make_optimizers(c, 100)
+  state = jax.jit(lambda: train_state_lib.create_train_state(c, g_tx, d_tx))()
   first = jax.device_get(state)
   after_one, state, history = run_steps(
-      state, train_step.jit_train_step(c, sharding.make_mesh(), g_tx, d_tx), c)
+      state, train_step_lib.jit_train_step(c, sharding.make_mesh(), g_tx, d_tx), c)
   assert {"D_r1", "G_FM", "G_GAN", "G_L1"} <= set(history[0]) and "D_gp" not in history[0]
   assert all(m["D_r1"] > 0 and m["G_FM"] > 0 for m in history)
   assert set(first.d_params) == {"patch_0", "patch_1"}
@@ -322,18 +322,18 @@ class OneConvGenerator(nn.Module):
 def test_gan_loss_trains_without_nan(gan_mode):
   c = tiny_config(loss__gan_mode=gan_mode, model__norm="instance")
   g, d = OneConvGenerator(), models.make_discriminator(c.model)
-  g_tx, d_tx = train_state.make_optimizers(c, 100)
+  g_tx, d_tx = train_state_lib.make_optimizers(c, 100)
   x = jnp.zeros((1, 32, 32, 3))
-  g_params, _ = train_state.init_variables(g, jax.random.key(0), x)
-  d_params, d_stats = train_state.init_variables(d, jax.random.key(1), x, x)
-  state = train_state.TrainState(
+  g_params, _ = train_state_lib.init_variables(g, jax.random.key(0), x)
+  d_params, d_stats = train_state_lib.init_variables(d, jax.random.key(1), x, x)
+  state = train_state_lib.TrainState(
       step=jnp.zeros((), jnp.int32), rng=jax.random.key_data(jax.random.key(2)),
       g_params=g_params, g_batch_stats={}, g_opt_state=g_tx.init(g_params), d_params=d_params,
       d_batch_stats=d_stats, d_opt_state=d_tx.init(d_params),
       nonfinite_steps=jnp.zeros((), jnp.int32))
   step = jax.jit(functools.partial(
-      train_step.train_step, generator=g, discriminator=d, g_tx=g_tx, d_tx=d_tx,
-      objective=train_step.objective_from_config(c.loss)))
+      train_step_lib.train_step, generator=g, discriminator=d, g_tx=g_tx, d_tx=d_tx,
+      objective=train_step_lib.objective_from_config(c.loss)))
   first = jax.device_get(state)
   after_one, _, history = run_steps(state, step, c)
   assert ("D_gp" in history[0]) == (gan_mode == "wgangp")
@@ -344,11 +344,11 @@ def test_gan_loss_trains_without_nan(gan_mode):
 
 def test_without_ema_the_state_carries_no_average():
   c = tiny_config()
-  g_tx, d_tx = train_state.make_optimizers(c, 100)
-  shapes = jax.eval_shape(lambda: train_state.create_train_state(c, g_tx, d_tx))
+  g_tx, d_tx = train_state_lib.make_optimizers(c, 100)
+  shapes = jax.eval_shape(lambda: train_state_lib.create_train_state(c, g_tx, d_tx))
   assert shapes.g_ema_params == {} and ema.params_field(c) == "g_params"
   c.model.ema_decay = 0.999
-  shapes_ema = jax.eval_shape(lambda: train_state.create_train_state(c, g_tx, d_tx))
+  shapes_ema = jax.eval_shape(lambda: train_state_lib.create_train_state(c, g_tx, d_tx))
   assert jax.tree.structure(shapes_ema.g_ema_params) == jax.tree.structure(shapes.g_params)
 
 
@@ -360,24 +360,24 @@ def test_without_ema_the_state_carries_no_average():
     (dict(loss__r1_gamma=-1.0), "loss.r1_gamma"),
 ])
 def test_config_validation_names_the_bad_field(fields, message):
-  with pytest.raises(config_validation.ConfigError, match=message):
-    config_validation.validate(tiny_config(**fields))
+  with pytest.raises(validation.ConfigError, match=message):
+    validation.validate(tiny_config(**fields))
 
 
 def test_ema_weights_are_checkpointed_and_loaded_for_inference(tmp_path):
-  from pix2pix_jax import checkpointing  # pylint: disable=g-import-not-at-top
-  from pix2pix_jax import inference  # pylint: disable=g-import-not-at-top
+  from pix2pix_jax.train import checkpoints  # pylint: disable=g-import-not-at-top
+  from pix2pix_jax.serving import inference  # pylint: disable=g-import-not-at-top
   c = tiny_config(model__ema_decay=0.999, model__num_downs=2)
   c.data.crop_size = 16
-  g_tx, d_tx = train_state.make_optimizers(c, 100)
-  shapes = jax.eval_shape(lambda: train_state.create_train_state(c, g_tx, d_tx))
+  g_tx, d_tx = train_state_lib.make_optimizers(c, 100)
+  shapes = jax.eval_shape(lambda: train_state_lib.create_train_state(c, g_tx, d_tx))
   state = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
   state = state.replace(g_ema_params=jax.tree.map(jnp.ones_like, state.g_params))
-  manager = checkpointing.make_manager(str(tmp_path), async_save=False)
-  checkpointing.save(manager, state, c)
+  manager = checkpoints.make_manager(str(tmp_path), async_save=False)
+  checkpoints.save(manager, state, c)
   manager.wait_until_finished()
-  restored = checkpointing.restore_state(
-      manager, checkpointing.abstract_like(shapes, sharding.replicated(sharding.make_mesh())))
+  restored = checkpoints.restore_state(
+      manager, checkpoints.abstract_like(shapes, sharding.replicated(sharding.make_mesh())))
   manager.close()
   assert all(float(jnp.min(p)) == 1.0 for p in jax.tree.leaves(restored.g_ema_params))
   _, variables = inference.load_generator(str(tmp_path))

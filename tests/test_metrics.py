@@ -5,9 +5,9 @@ import pickle
 import numpy as np
 import pytest
 
-from pix2pix_jax import lpips as lpips_lib
-from pix2pix_jax import metrics
-from pix2pix_jax import safe_unpickle
+from pix2pix_jax.eval import lpips as lpips_lib
+from pix2pix_jax.eval import metrics
+from pix2pix_jax.interop import safe_unpickle
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import configs.default as default_config
-from pix2pix_jax import models
-from pix2pix_jax import summary
+from pix2pix_jax.nn import models
+from pix2pix_jax.nn import sizes
 
 
 def full_size_config(**model):
@@ -17,7 +17,7 @@ def full_size_config(**model):
 
 
 def test_paper_network_parameter_counts():
-  sizes = summary.network_sizes(full_size_config())
+  sizes = sizes.network_sizes(full_size_config())
   assert sizes == {"generator_params": 54_413_955, "discriminator_params": 2_768_705,
                    "patch_receptive_field": 70}
 
@@ -25,7 +25,7 @@ def test_paper_network_parameter_counts():
 @pytest.mark.parametrize("n_layers, params", [
     (0, 9_024), (1, 139_585), (2, 666_433), (3, 2_768_705), (4, 6_964_033), (5, 11_159_361)])
 def test_discriminator_parameter_counts(n_layers, params):
-  assert summary.network_sizes(full_size_config(n_layers_d=n_layers))["discriminator_params"] == params
+  assert sizes.network_sizes(full_size_config(n_layers_d=n_layers))["discriminator_params"] == params
 
 
 @pytest.mark.parametrize("n_layers, field", [(0, 1), (1, 16), (2, 34), (3, 70), (4, 142), (5, 286)])
@@ -67,7 +67,7 @@ def test_conv_biases_follow_norm():
 def test_instance_norm_parameter_counts(model, g_params, d_params):
   # Counted by ../shared/bench/torch_pix2pix_reference.py params --norm instance [...], whose
   # networks were checked against the official ones.
-  sizes = summary.network_sizes(full_size_config(**model))
+  sizes = sizes.network_sizes(full_size_config(**model))
   assert (sizes["generator_params"], sizes["discriminator_params"]) == (g_params, d_params)
 
 
@@ -108,7 +108,7 @@ def test_unconditional_discriminator_sees_only_the_output():
 
 def test_batch_norm_matches_pytorch_batchnorm2d():
   """Train mode: biased batch variance; running variance: unbiased, momentum 0.1."""
-  from pix2pix_jax import layers  # pylint: disable=g-import-not-at-top
+  from pix2pix_jax.nn import layers  # pylint: disable=g-import-not-at-top
   x = jax.random.normal(jax.random.key(0), (2, 3, 3, 4)) * 3.0 + 1.0
   bn = layers.BatchNorm()
   variables = bn.init(jax.random.key(1), x, train=False)

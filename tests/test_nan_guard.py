@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import reliability_helpers as rh
 
-from pix2pix_jax import input_pipeline
-from pix2pix_jax import trainer
+from pix2pix_jax.data import pipeline
+from pix2pix_jax.train import trainer
 
 BAD_STEP = 5
 
@@ -20,7 +20,7 @@ BAD_STEP = 5
 @pytest.fixture
 def poisoned(monkeypatch, synthetic_config, tmp_path_factory):
   """A tiny config whose batch for step BAD_STEP has one NaN pixel."""
-  real = input_pipeline.train_iterator
+  real = pipeline.train_iterator
 
   def train_iterator(config, *, start_step=0, **kwargs):
     for step, batch in enumerate(real(config, start_step=start_step, **kwargs), start_step + 1):

@@ -2,7 +2,7 @@
 
 One module fixture trains a tiny model twice in-process: straight through N steps, and
 stopped at step K (the preemption path, driven by a StopRequest) then rerun on the same
-workdir. Spies on `checkpointing.save` / `restore_state` capture what was saved at K and
+workdir. Spies on `checkpoints.save` / `restore_state` capture what was saved at K and
 what the rerun restored.
 """
 
@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import reliability_helpers as rh
 
-from pix2pix_jax import checkpointing
-from pix2pix_jax import config_validation
-from pix2pix_jax import preemption
-from pix2pix_jax import train_state as train_state_lib
-from pix2pix_jax import trainer
+from pix2pix_jax.train import checkpoints
+from pix2pix_jax.config import validation
+from pix2pix_jax.train import preemption
+from pix2pix_jax.train import state as train_state_lib
+from pix2pix_jax.train import trainer
 
 N, K = 16, 3
 
@@ -44,7 +44,7 @@ def runs(synthetic_config, tmp_path_factory):
   stopped = str(tmp_path_factory.mktemp("stopped"))
   saved, restored = {}, {}
   mp = pytest.MonkeyPatch()
-  save, restore = checkpointing.save, checkpointing.restore_state
+  save, restore = checkpoints.save, checkpoints.restore_state
 
   def spy_save(manager, state, config, force=False):
     saved[int(state.step)] = jax.device_get(state)
@@ -100,7 +100,7 @@ def test_resumed_run_is_bitwise_equal_to_the_uninterrupted_run(runs):
 def test_resume_refuses_a_different_architecture_naming_the_field(runs):
   config = runs["config"].copy_and_resolve_references()
   config.model.ngf = 8
-  with pytest.raises(config_validation.ConfigError, match=r"model\.ngf \(checkpoint 4, config 8\)"):
+  with pytest.raises(validation.ConfigError, match=r"model\.ngf \(checkpoint 4, config 8\)"):
     trainer.train_and_evaluate(config, runs["straight"])
 
 
@@ -109,7 +109,7 @@ def test_any_shape_change_is_caught_even_if_its_field_is_not_listed(runs, monkey
   monkeypatch.setattr(trainer, "ARCHITECTURE_FIELDS", ())
   config = runs["config"].copy_and_resolve_references()
   config.model.ndf = 8
-  with pytest.raises(config_validation.ConfigError,
+  with pytest.raises(validation.ConfigError,
                      match=r"other shapes.*\(checkpoint \(8,\), config \(16,\)\).*"
                            r"model\.ndf \(checkpoint 4, config 8\)"):
     trainer.train_and_evaluate(config, runs["straight"])

@@ -10,8 +10,8 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from pix2pix_jax import inference
-from pix2pix_jax import serve
+from pix2pix_jax.serving import inference
+from pix2pix_jax.serving import serve
 
 MAX_UPLOAD = 64 * 1024
 
@@ -56,7 +56,7 @@ def png_bytes(image, fmt="PNG"):
 
 def label_image(size=64, seed=0):
   """A random label map in the facades palette, like the page sends."""
-  from pix2pix_jax.datasets import synthetic  # pylint: disable=g-import-not-at-top
+  from pix2pix_jax.data.datasets import synthetic  # pylint: disable=g-import-not-at-top
   return synthetic.make_pair(seed, "val", 0, size)[0]
 
 

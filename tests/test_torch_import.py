@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 
 import configs.default as default_config
-from pix2pix_jax import inference
-from pix2pix_jax import models
-from pix2pix_jax import safe_unpickle
-from pix2pix_jax import torch_import
-from pix2pix_jax import torch_pth
+from pix2pix_jax.serving import inference
+from pix2pix_jax.nn import models
+from pix2pix_jax.interop import safe_unpickle
+from pix2pix_jax.interop import torch_import
+from pix2pix_jax.interop import torch_pth
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(REPO, "tests", "fixtures", "torch_pix2pix")
@@ -148,7 +148,7 @@ def test_code_in_the_pickle_is_refused_and_not_run(layout, tmp_path):
 def test_converter_cli_writes_a_checkpoint_translate_reads(tmp_path, expected):
   out = tmp_path / "converted"
   result = subprocess.run(
-      [sys.executable, "-m", "pix2pix_jax.torch_import",
+      [sys.executable, "-m", "pix2pix_jax.interop.torch_import",
        f"--pth={os.path.join(FIXTURES, G_FILES[1])}",
        f"--pth_d={os.path.join(FIXTURES, 'latest_net_D.pth')}", "--netD=n_layers",
        "--n_layers_D=2", "--ndf=2", "--netG=unet_32", f"--output={out}",

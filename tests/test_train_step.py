@@ -7,10 +7,10 @@ import optax
 import pytest
 
 import configs.default as default_config
-from pix2pix_jax import models
-from pix2pix_jax import sharding
-from pix2pix_jax import train_state
-from pix2pix_jax import train_step
+from pix2pix_jax.nn import models
+from pix2pix_jax.train import sharding
+from pix2pix_jax.train import state as train_state_lib
+from pix2pix_jax.train import step as train_step_lib
 
 
 def tiny_config(**loss):
@@ -23,7 +23,7 @@ def tiny_config(**loss):
 
 def setup(config, total_steps=1000):
   mesh = sharding.make_mesh()
-  state, step, g_tx, d_tx = train_step.fresh(config, mesh, total_steps)
+  state, step, g_tx, d_tx = train_step_lib.fresh(config, mesh, total_steps)
   return mesh, g_tx, d_tx, state, step
 
 
@@ -134,7 +134,7 @@ def test_l1_only_leaves_the_discriminator_alone():
 def test_learning_rate_is_constant_then_decays_linearly_to_zero():
   c = tiny_config()
   c.n_epochs, c.n_epochs_decay = 3, 1
-  schedule = train_state.learning_rate_schedule(2e-4, c, total_steps=400)
+  schedule = train_state_lib.learning_rate_schedule(2e-4, c, total_steps=400)
   assert float(schedule(0)) == pytest.approx(2e-4)
   assert float(schedule(299)) == pytest.approx(2e-4)
   assert float(schedule(350)) == pytest.approx(1e-4)

@@ -4,8 +4,8 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from pix2pix_jax import transforms
-from pix2pix_jax.datasets import images
+from pix2pix_jax.data import transforms
+from pix2pix_jax.data import image_io
 
 
 def _image(h=40, w=60, c=3, seed=0):
@@ -68,15 +68,15 @@ def test_fit_multiple(size_mode):
 
 def test_channel_conversions_follow_pil():
   rgb = _image()
-  gray = images.to_channels(rgb, 1)
+  gray = image_io.to_channels(rgb, 1)
   pil_gray = np.asarray(Image.fromarray(rgb).convert("L"))
   assert np.abs(gray[..., 0].astype(int) - pil_gray).max() <= 1
-  rgba = images.to_channels(rgb, 4)
+  rgba = image_io.to_channels(rgb, 4)
   assert (rgba[..., 3] == 255).all() and (rgba[..., :3] == rgb).all()
-  np.testing.assert_array_equal(images.to_channels(rgba, 3), rgb)
-  np.testing.assert_array_equal(images.to_channels(gray, 3), np.repeat(gray, 3, -1))
+  np.testing.assert_array_equal(image_io.to_channels(rgba, 3), rgb)
+  np.testing.assert_array_equal(image_io.to_channels(gray, 3), np.repeat(gray, 3, -1))
   with pytest.raises(ValueError):
-    images.to_channels(rgb, 5)
+    image_io.to_channels(rgb, 5)
 
 
 def test_16_bit_resize_keeps_values_in_range():

@@ -11,10 +11,10 @@ import jax.numpy as jnp
 import pytest
 import reliability_helpers as rh
 
-from pix2pix_jax import config_validation
-from pix2pix_jax import sharding
-from pix2pix_jax import train_step as train_step_lib
-from pix2pix_jax import trainer
+from pix2pix_jax.config import validation
+from pix2pix_jax.train import sharding
+from pix2pix_jax.train import step as train_step_lib
+from pix2pix_jax.train import trainer
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +100,7 @@ def test_missing_dataset_folder_is_named_before_anything_is_built(
   config = rh.tiny_config(synthetic_config, **{f"data.{field}": value})
   if field == "path":
     config.data.name = "folder"
-  with pytest.raises(config_validation.ConfigError) as error:
+  with pytest.raises(validation.ConfigError) as error:
     trainer.train_and_evaluate(config, str(tmp_path))
   assert str(error.value) == message
 
@@ -108,6 +108,6 @@ def test_missing_dataset_folder_is_named_before_anything_is_built(
 def test_folder_dataset_without_a_path(synthetic_config, tmp_path):
   config = rh.tiny_config(synthetic_config)
   config.data.name = "folder"
-  with pytest.raises(config_validation.ConfigError, match="needs data.path"):
+  with pytest.raises(validation.ConfigError, match="needs data.path"):
     trainer.train_and_evaluate(config, str(tmp_path))
   assert not os.listdir(tmp_path)

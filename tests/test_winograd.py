@@ -7,7 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pix2pix_jax import layers, models, winograd
+from pix2pix_jax.nn import layers
+from pix2pix_jax.nn import models
+from pix2pix_jax.nn import winograd
 
 # float32 rounding through the transforms: up to ~3e-5 of the largest value (the direct
 # sums agree with float64 to ~1e-7).

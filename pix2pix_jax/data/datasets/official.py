@@ -12,8 +12,8 @@ import dataclasses
 from etils import epath
 import tensorflow_datasets as tfds
 
-from pix2pix_jax.datasets import images
-from pix2pix_jax.datasets import pairs
+from pix2pix_jax.data import image_io
+from pix2pix_jax.data.datasets import pairs
 
 URL = "http://efrosgans.eecs.berkeley.edu/pix2pix/datasets/{}.tar.gz"
 _CITATION = """@inproceedings{isola2017image,
@@ -101,7 +101,7 @@ class Pix2pix(tfds.core.GeneratorBasedBuilder):
 
   def _generate_examples(self, folder: epath.Path, split: str):
     def load(path: epath.Path) -> pairs.Pair:
-      a, b = images.split_ab(images.read(path), str(path))
+      a, b = image_io.split_ab(image_io.read(path), str(path))
       return path.name, a, b
 
     return pairs.generate(pairs.list_files(folder), load, self._on_bad_file,

@@ -20,8 +20,8 @@ import numpy as np
 from PIL import Image
 import tensorflow_datasets as tfds
 
-from pix2pix_jax.datasets import images
-from pix2pix_jax.datasets import pairs
+from pix2pix_jax.data import image_io
+from pix2pix_jax.data.datasets import pairs
 
 SPLITS = ("train", "val", "test")
 _HOLDOUT_SEED = 0
@@ -103,7 +103,7 @@ def _convert(array: np.ndarray, fmt: pairs.Format) -> np.ndarray:
   if array.dtype != dtype:
     array = (array.astype(np.uint16) * 257 if dtype == np.uint16
              else np.round(array / 257.0).astype(np.uint8))
-  return images.to_channels(array, channels)
+  return image_io.to_channels(array, channels)
 
 
 class Pix2pixFolder(tfds.core.GeneratorBasedBuilder):
@@ -149,13 +149,13 @@ class Pix2pixFolder(tfds.core.GeneratorBasedBuilder):
     cfg = self.builder_config
     a_path, b_path = item
     if b_path is None and cfg.paired_folders:
-      raise images.BadImageError(str(a_path), "has no file of the same name in B/")
+      raise image_io.BadImageError(str(a_path), "has no file of the same name in B/")
     if a_path is None:
-      raise images.BadImageError(str(b_path), "has no file of the same name in A/")
+      raise image_io.BadImageError(str(b_path), "has no file of the same name in A/")
     if cfg.paired_folders:
-      a, b = images.read(a_path), images.read(b_path)
+      a, b = image_io.read(a_path), image_io.read(b_path)
     else:
-      a, b = images.split_ab(images.read(a_path), str(a_path))
+      a, b = image_io.split_ab(image_io.read(a_path), str(a_path))
     return a_path.name, _convert(a, cfg.format_a), _convert(b, cfg.format_b)
 
   def _generate_examples(self, folder: epath.Path, held_out: bool | None):

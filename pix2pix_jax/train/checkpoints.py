@@ -17,7 +17,7 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
-from pix2pix_jax.train_state import TrainState
+from pix2pix_jax.train.state import TrainState
 
 CHECKPOINT_DIR = "checkpoints"
 

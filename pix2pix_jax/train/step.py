@@ -17,14 +17,14 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from pix2pix_jax import adam
-from pix2pix_jax import ema
-from pix2pix_jax import losses
-from pix2pix_jax import models
-from pix2pix_jax import regularizers
-from pix2pix_jax import sharding
-from pix2pix_jax import train_state as train_state_lib
-from pix2pix_jax.train_state import TrainState
+from pix2pix_jax.train import adam
+from pix2pix_jax.train import ema
+from pix2pix_jax.objectives import losses
+from pix2pix_jax.nn import models
+from pix2pix_jax.objectives import regularizers
+from pix2pix_jax.train import sharding
+from pix2pix_jax.train import state as train_state_lib
+from pix2pix_jax.train.state import TrainState
 
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]

@@ -1,4 +1,4 @@
-"""Prints a config's network sizes: `python -m pix2pix_jax.summary --config configs/<name>.py`.
+"""Prints a config's network sizes: `python -m pix2pix_jax.nn.sizes --config configs/<name>.py`.
 
 One line each: generator_params N, discriminator_params N, patch_receptive_field N. Shapes are
 traced abstractly, so even the paper's full-size networks cost no memory or compilation.
@@ -10,8 +10,8 @@ import jax.numpy as jnp
 import ml_collections
 from ml_collections import config_flags
 
-from pix2pix_jax import config_validation
-from pix2pix_jax import models
+from pix2pix_jax.config import validation
+from pix2pix_jax.nn import models
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", "configs/default.py", "Configuration file.", lock_config=True)
@@ -36,7 +36,7 @@ def network_sizes(config: ml_collections.ConfigDict) -> dict[str, int]:
 
 def main(argv):
   del argv
-  config_validation.validate(_CONFIG.value)
+  validation.validate(_CONFIG.value)
   for name, value in network_sizes(_CONFIG.value).items():
     print(name, value)
 

@@ -1,6 +1,6 @@
 """Converts official PyTorch pix2pix checkpoints (latest_net_G.pth, ...) to this project's.
 
-    python -m pix2pix_jax.torch_import --pth latest_net_G.pth --output DIR \
+    python -m pix2pix_jax.interop.torch_import --pth latest_net_G.pth --output DIR \
         [--pth_d latest_net_D.pth --netD basic|n_layers|pixel --n_layers_D 3] \
         [--netG unet_256] [--norm batch] [--no_dropout] [--config.<field>=<value> ...]
 
@@ -31,10 +31,10 @@ from ml_collections import config_flags
 import numpy as np
 
 import configs.default as default_config
-from pix2pix_jax import checkpointing
-from pix2pix_jax import models
-from pix2pix_jax import torch_pth
-from pix2pix_jax import train_state as train_state_lib
+from pix2pix_jax.train import checkpoints
+from pix2pix_jax.nn import models
+from pix2pix_jax.interop import torch_pth
+from pix2pix_jax.train import state as train_state_lib
 
 Variables = dict[str, Any]
 
@@ -235,13 +235,13 @@ def convert(g_pth: str, output: str, config: ml_collections.ConfigDict, *,
     d_vars = discriminator_from_torch(torch_pth.load_state_dict(d_pth), config.model)
     state = state.replace(d_params=d_vars["params"], d_batch_stats=d_vars.get("batch_stats", {}))
   state = jax.tree.map(jnp.asarray, state)
-  manager = checkpointing.make_manager(output, async_save=False)
+  manager = checkpoints.make_manager(output, async_save=False)
   try:
-    checkpointing.save(manager, state, config, force=True)
+    checkpoints.save(manager, state, config, force=True)
     manager.wait_until_finished()
   finally:
     manager.close()
-  return os.path.join(checkpointing.checkpoint_dir(output), "0")
+  return os.path.join(checkpoints.checkpoint_dir(output), "0")
 
 
 def define_flags() -> None:

@@ -1,6 +1,6 @@
 """Evaluates a generator on a dataset split: L1, PSNR, SSIM and LPIPS per image and on average.
 
-    python -m pix2pix_jax.evaluate --workdir DIR --split test --output OUT \
+    python -m pix2pix_jax.eval.evaluate --workdir DIR --split test --output OUT \
         [--eval_mode] [--seed N] [--batch_size N] [--config.<field>=<value> ...]
 
 The config is the checkpoint's; `--config.` overrides change where and how the data is read
@@ -12,7 +12,7 @@ Outputs come from G in the paper's test mode by default (dropout on, each image'
 BatchNorm statistics, noise fixed by --seed), or in eval mode with --eval_mode. They are
 compared with the targets at the resolution the input pipeline gives at test time (for the
 official datasets, 256x256 as the official test.py), after both are rounded to 8 bits: the
-metrics are those of the PNGs written. Conventions of each metric: `pix2pix_jax.metrics`.
+metrics are those of the PNGs written. Conventions of each metric: `pix2pix_jax.eval.metrics`.
 """
 
 import json
@@ -31,13 +31,13 @@ import numpy as np
 from PIL import Image
 
 import configs.default as default_config
-from pix2pix_jax import checkpoint_flags
-from pix2pix_jax import eval_report
-from pix2pix_jax import inference
-from pix2pix_jax import input_pipeline
-from pix2pix_jax import lpips as lpips_lib
-from pix2pix_jax import metrics
-from pix2pix_jax import transforms
+from pix2pix_jax.serving import checkpoint_flags
+from pix2pix_jax.eval import report
+from pix2pix_jax.serving import inference
+from pix2pix_jax.data import pipeline
+from pix2pix_jax.eval import lpips as lpips_lib
+from pix2pix_jax.eval import metrics
+from pix2pix_jax.data import transforms
 
 METRICS_FILE = "metrics.json"
 HTML_FILE = "index.html"
@@ -65,11 +65,11 @@ def evaluate(config: ml_collections.ConfigDict, variables: inference.Variables, 
   """Writes metrics.json, index.html and images/ into `output_dir`; returns the JSON dict."""
   generate = inference.make_generate_fn(config, eval_mode)
   lpips_params = lpips_lib.load_params() if lpips_params is None else lpips_params
-  spec = input_pipeline.spec(config)
+  spec = pipeline.spec(config)
   os.makedirs(os.path.join(output_dir, IMAGES_DIR), exist_ok=True)
   records: list[dict[str, Any]] = []
   index = 0
-  for batch in input_pipeline.eval_iterator(config, split, batch_size):
+  for batch in pipeline.eval_iterator(config, split, batch_size):
     n = len(batch["name"])
     keys = inference.image_keys(seed, range(index, index + n))
     fake = np.asarray(generate(variables, jnp.asarray(batch["input"]), keys))
@@ -110,7 +110,7 @@ def evaluate(config: ml_collections.ConfigDict, variables: inference.Variables, 
               for r in records])
   with open(os.path.join(output_dir, METRICS_FILE), "w") as f:
     json.dump(result, f, indent=1, allow_nan=False)
-  page = eval_report.render(
+  page = report.render(
       f"pix2pix {config.data.name} / {split}: {len(records)} images",
       {m: result[m] for m in metrics.METRICS}, metrics.HIGHER_IS_BETTER, result["images"],
       notes=[result["mode"]] + [f"{m}: {result['conventions'][m]}" for m in metrics.METRICS])

@@ -23,9 +23,9 @@ from PIL import Image
 from PIL import ImageOps
 
 import configs.default as default_config
-from pix2pix_jax import checkpointing
-from pix2pix_jax import ema
-from pix2pix_jax import models
+from pix2pix_jax.train import checkpoints
+from pix2pix_jax.train import ema
+from pix2pix_jax.nn import models
 
 Variables = dict[str, Any]
 SIZE_MODES = ("pad", "resize")
@@ -49,8 +49,8 @@ def checkpoint_step_dir(path: str, step: int | None = None) -> str:
   if os.path.isdir(os.path.join(path, "state")) and os.path.isdir(os.path.join(path, "config")):
     return path
   root = path
-  if os.path.isdir(os.path.join(path, checkpointing.CHECKPOINT_DIR)):
-    root = os.path.join(path, checkpointing.CHECKPOINT_DIR)
+  if os.path.isdir(os.path.join(path, checkpoints.CHECKPOINT_DIR)):
+    root = os.path.join(path, checkpoints.CHECKPOINT_DIR)
   steps = _step_dirs(root)
   if not steps:
     raise FileNotFoundError(f"no checkpoint in {path} (looked for {root}/<step>/state)")

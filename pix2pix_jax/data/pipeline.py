@@ -20,12 +20,12 @@ import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
 
-from pix2pix_jax import transforms
-from pix2pix_jax.datasets import folder
-from pix2pix_jax.datasets import images
-from pix2pix_jax.datasets import official
-from pix2pix_jax.datasets import pairs
-from pix2pix_jax.datasets import synthetic
+from pix2pix_jax.data import transforms
+from pix2pix_jax.data.datasets import folder
+from pix2pix_jax.data import image_io
+from pix2pix_jax.data.datasets import official
+from pix2pix_jax.data.datasets import pairs
+from pix2pix_jax.data.datasets import synthetic
 
 Batch = dict[str, np.ndarray]
 READERS = ("tf", "numpy")
@@ -88,10 +88,10 @@ class _Loader:
 
   def __call__(self, index: int, rng: np.random.Generator | None) -> dict[str, Any]:
     record = self.source[index]
-    a, b = (images.decode_png(record[k], dtype, c)
+    a, b = (image_io.decode_png(record[k], dtype, c)
             for k, (dtype, c) in zip(("image_a", "image_b"), self.formats))
     x, y = (b, a) if self.swap else (a, b)
-    x, y = images.to_channels(x, self.channels[0]), images.to_channels(y, self.channels[1])
+    x, y = image_io.to_channels(x, self.channels[0]), image_io.to_channels(y, self.channels[1])
     params = transforms.draw(rng, x.shape[0], x.shape[1], self.spec)
     (x, y), shape = transforms.preprocess([x, y], params, self.spec)
     name = record["name"]

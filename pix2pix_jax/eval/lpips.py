@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pix2pix_jax import safe_unpickle
+from pix2pix_jax.interop import safe_unpickle
 
 Params = dict[str, Any]
 

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from pix2pix_jax import layers
+from pix2pix_jax.nn import layers
 
 Dtype = Any
 

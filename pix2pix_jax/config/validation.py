@@ -8,8 +8,8 @@ from typing import Any
 
 import ml_collections
 
-from pix2pix_jax import layers
-from pix2pix_jax import losses
+from pix2pix_jax.nn import layers
+from pix2pix_jax.objectives import losses
 
 PREPROCESS_MODES = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none")
 NAN_POLICIES = ("skip", "stop")

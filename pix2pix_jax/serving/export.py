@@ -1,11 +1,11 @@
 """Exports the trained generator for serving without this project's code (or Flax).
 
-    python -m pix2pix_jax.export --workdir DIR --output OUT [--format stablehlo|saved_model|both]
+    python -m pix2pix_jax.serving.export --workdir DIR --output OUT [--format stablehlo|saved_model|both]
 
 The exported function is G in eval mode (no dropout, BatchNorm running averages): a
 deterministic function of NHWC float32 images in [-1, 1] -> images in [-1, 1], with the
 weights inside. The paper's test mode needs a dropout key and per-image statistics; use
-`pix2pix_jax.translate` for it.
+`pix2pix_jax.serving.translate` for it.
 
 - OUT/generator.stablehlo: `jax.export` serialization, polymorphic in the batch and in the
   spatial size (any multiple of 2**num_downs), for cpu, cuda and tpu. Load it with
@@ -31,9 +31,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from pix2pix_jax import checkpoint_flags
-from pix2pix_jax import inference
-from pix2pix_jax import models
+from pix2pix_jax.serving import checkpoint_flags
+from pix2pix_jax.serving import inference
+from pix2pix_jax.nn import models
 
 STABLEHLO_FILE = "generator.stablehlo"
 SAVED_MODEL_DIR = "saved_model"

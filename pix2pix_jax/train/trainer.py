@@ -23,16 +23,16 @@ import ml_collections
 import numpy as np
 import tqdm
 
-from pix2pix_jax import checkpointing
-from pix2pix_jax import config_validation
-from pix2pix_jax import ema
-from pix2pix_jax import inference
-from pix2pix_jax import input_pipeline
-from pix2pix_jax import preemption
-from pix2pix_jax import sharding
-from pix2pix_jax import summaries
-from pix2pix_jax import train_state as train_state_lib
-from pix2pix_jax import train_step as train_step_lib
+from pix2pix_jax.train import checkpoints
+from pix2pix_jax.config import validation
+from pix2pix_jax.train import ema
+from pix2pix_jax.serving import inference
+from pix2pix_jax.data import pipeline
+from pix2pix_jax.train import preemption
+from pix2pix_jax.train import sharding
+from pix2pix_jax.train import summaries
+from pix2pix_jax.train import state as train_state_lib
+from pix2pix_jax.train import step as train_step_lib
 
 # Config fields that decide the shapes in a checkpoint: a resume must not change them.
 ARCHITECTURE_FIELDS = ("model.generator", "model.input_nc", "model.output_nc", "model.ngf",
@@ -57,7 +57,7 @@ def ensure_writable_workdir(workdir: str) -> None:
       f.write("ok")
     os.remove(probe)
   except OSError as e:
-    raise config_validation.ConfigError(
+    raise validation.ConfigError(
         f"--workdir {workdir} cannot be written to ({e.strerror}); choose a folder you can write.")
 
 
@@ -65,14 +65,14 @@ def check_data_paths(config: ml_collections.ConfigDict) -> None:
   """Names the data field whose folder is missing, before anything is built or compiled."""
   d = config.data
   if d.name == "folder" and not d.path:
-    raise config_validation.ConfigError(
+    raise validation.ConfigError(
         "data.name='folder' needs data.path, the folder holding your image pairs.")
   for field in ("path", "manual_dir"):
     value = d.get(field, "")
     if value and not os.path.isdir(os.path.expanduser(value)):
       what = "does not exist" if not os.path.exists(os.path.expanduser(value)) else (
           "is not a folder")
-      raise config_validation.ConfigError(f"data.{field}={value!r} {what}.")
+      raise validation.ConfigError(f"data.{field}={value!r} {what}.")
 
 
 def _lookup(config: dict[str, Any], dotted: str) -> Any:
@@ -105,7 +105,7 @@ def check_resume_compatible(saved: ml_collections.ConfigDict,
            for f in ARCHITECTURE_FIELDS
            if _lookup(saved_dict, f) != _lookup(requested_dict, f)]
   if diffs:
-    raise config_validation.ConfigError(
+    raise validation.ConfigError(
         "the checkpoint in the workdir was trained with a different architecture: "
         + _describe(diffs))
 
@@ -140,7 +140,7 @@ def check_state_shapes(saved_metadata: Any, abstract_state: Any,
             f"config {requested_flat.get(f, _ABSENT)!r})"
             for f in sorted(set(saved_flat) | set(requested_flat))
             if saved_flat.get(f, _ABSENT) != requested_flat.get(f, _ABSENT)]
-  raise config_validation.ConfigError(
+  raise validation.ConfigError(
       f"the checkpoint in the workdir holds arrays of other shapes than this config makes "
       f"({len(arrays)} differ, e.g. {arrays[0]}); config fields that differ from the "
       f"checkpoint's: " + _describe(fields or ["none"]))
@@ -208,12 +208,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   preemption sync point); it then raises `preemption.Preempted` once the checkpoint is on
   disk.
   """
-  config_validation.validate(config)
+  validation.validate(config)
   check_data_paths(config)
   ensure_writable_workdir(workdir)
   mesh = sharding.make_mesh()
   if config.batch_size % jax.device_count():
-    raise config_validation.ConfigError(
+    raise validation.ConfigError(
         f"batch_size={config.batch_size} must be a multiple of the {jax.device_count()} devices "
         "it is split over.")
   is_main = jax.process_index() == 0
@@ -221,22 +221,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   if jax.process_count() > 1:
     # Process 0 prepares the dataset alone; the others wait and then read it.
     if is_main:
-      input_pipeline.builder(config.data)
+      pipeline.builder(config.data)
     multihost_utils.sync_global_devices("dataset prepared")
-  steps_per_epoch = input_pipeline.steps_per_epoch(config)
+  steps_per_epoch = pipeline.steps_per_epoch(config)
   total_steps = train_state_lib.total_train_steps(config, steps_per_epoch)
   g_tx, d_tx = train_state_lib.make_optimizers(config, total_steps)
   create_state = functools.partial(train_state_lib.create_train_state, config, g_tx, d_tx)
   replicated = sharding.replicated(mesh)
 
-  manager = checkpointing.make_manager(workdir, config.keep_checkpoints)
+  manager = checkpoints.make_manager(workdir, config.keep_checkpoints)
   if manager.latest_step() is not None:
-    saved_config = checkpointing.restore_config(manager)
+    saved_config = checkpoints.restore_config(manager)
     check_resume_compatible(saved_config, config)
-    abstract = checkpointing.abstract_like(jax.eval_shape(create_state), replicated)
-    check_state_shapes(checkpointing.state_metadata(manager), abstract, saved_config, config)
+    abstract = checkpoints.abstract_like(jax.eval_shape(create_state), replicated)
+    check_state_shapes(checkpoints.state_metadata(manager), abstract, saved_config, config)
     with _hint_out_of_memory(config, "restoring the checkpoint"):
-      state = checkpointing.restore_state(manager, abstract)
+      state = checkpoints.restore_state(manager, abstract)
     if is_main:
       print(f"Resumed from step {int(state.step)} in {workdir}", flush=True)
   else:
@@ -246,10 +246,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   start_step = int(jax.device_get(state.step))
 
   train_step = train_step_lib.jit_train_step(config, mesh, g_tx, d_tx)
-  batches = sharding.prefetch_to_devices(input_pipeline.train_iterator(
+  batches = sharding.prefetch_to_devices(pipeline.train_iterator(
       config, start_step=start_step, process_index=jax.process_index(),
       process_count=jax.process_count()), mesh)
-  samples = input_pipeline.sample_pairs(config, config.num_sample_pairs)
+  samples = pipeline.sample_pairs(config, config.num_sample_pairs)
   # The sample grids show G as translate would run it: the paper's test mode, EMA weights
   # when training keeps them, a fixed dropout key per pair.
   generate = inference.make_generate_fn(config)
@@ -307,11 +307,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         # Never checkpoint past a bad step that nan_policy=stop has yet to report.
         _raise_if_stopping_on_nonfinite(config, pending, window_first_step + 1,
                                         last_checkpoint)
-        if checkpointing.save(manager, state, config):
+        if checkpoints.save(manager, state, config):
           last_checkpoint = step
       if stopping:
         manager.wait_until_finished()
-        raise preemption.Preempted(step, checkpointing.checkpoint_dir(workdir), stop.signum)
+        raise preemption.Preempted(step, checkpoints.checkpoint_dir(workdir), stop.signum)
   finally:
     bar.close()
     manager.wait_until_finished()

@@ -1,6 +1,6 @@
 """Interactive demo: draw an input in the browser, see the generator's translation beside it.
 
-    python -m pix2pix_jax.serve --workdir DIR [--host 127.0.0.1] [--port 8000]
+    python -m pix2pix_jax.serving.serve --workdir DIR [--host 127.0.0.1] [--port 8000]
 
 One page (pix2pix_jax/static/) and three endpoints: `GET /info` (JSON: checkpoint, step,
 dataset, input size, drawing mode and label palette), `POST /translate` (a PNG/JPEG/WebP/BMP
@@ -28,8 +28,8 @@ import ml_collections
 import numpy as np
 from PIL import Image
 
-from pix2pix_jax import checkpoint_flags
-from pix2pix_jax import inference
+from pix2pix_jax.serving import checkpoint_flags
+from pix2pix_jax.serving import inference
 
 STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".css": "text/css; charset=utf-8",
@@ -75,7 +75,7 @@ def palette(config: ml_collections.ConfigDict) -> list[dict[str, Any]]:
     entries = [(e[0], e[1]) if isinstance(e[0], str) else (f"class {i}", e)
                for i, e in enumerate(custom)]
   elif config.data.name in ("synthetic", "facades"):
-    from pix2pix_jax.datasets import synthetic  # pylint: disable=g-import-not-at-top
+    from pix2pix_jax.data.datasets import synthetic  # pylint: disable=g-import-not-at-top
     entries = list(zip(synthetic.CLASSES, synthetic.PALETTE.tolist()))
   elif config.data.name == "cityscapes":
     entries = list(CITYSCAPES)

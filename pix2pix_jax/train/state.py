@@ -12,8 +12,8 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from pix2pix_jax import adam
-from pix2pix_jax import models
+from pix2pix_jax.train import adam
+from pix2pix_jax.nn import models
 
 PyTree = Any
 

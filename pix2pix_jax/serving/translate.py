@@ -1,6 +1,6 @@
 """Translates images with a trained generator: one PNG per input, named after it.
 
-    python -m pix2pix_jax.translate --workdir DIR --input IMG_OR_FOLDER --output FOLDER \
+    python -m pix2pix_jax.serving.translate --workdir DIR --input IMG_OR_FOLDER --output FOLDER \
         [--size_mode pad|resize] [--eval_mode] [--seed N] [--batch_size N] [--step N]
 
 `--checkpoint PATH` (a checkpoints folder or one step's folder) replaces --workdir. Any size
@@ -16,8 +16,8 @@ from absl import app
 from absl import flags
 from PIL import Image
 
-from pix2pix_jax import checkpoint_flags
-from pix2pix_jax import inference
+from pix2pix_jax.serving import checkpoint_flags
+from pix2pix_jax.serving import inference
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 # Files read and translated at a time, so that a large folder does not fill the memory.

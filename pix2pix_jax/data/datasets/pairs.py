@@ -13,7 +13,7 @@ from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
 
-from pix2pix_jax.datasets import images
+from pix2pix_jax.data import image_io
 
 ON_BAD_FILE = ("error", "skip")
 # Every builder writes array_record, which `tfds.data_source` (the numpy reader) needs.
@@ -54,8 +54,8 @@ def info(builder: tfds.core.DatasetBuilder, description: str, format_a: Format =
 
 def example(pair: Pair) -> dict[str, Any]:
   name, a, b = pair
-  images.check_pair(a, b, name)
-  return {"image_a": images.encode_png(a), "image_b": images.encode_png(b), "name": name,
+  image_io.check_pair(a, b, name)
+  return {"image_a": image_io.encode_png(a), "image_b": image_io.encode_png(b), "name": name,
           "size": np.array(a.shape[:2], np.int32)}
 
 
@@ -63,7 +63,7 @@ def generate(items: Iterable[Item], load: Callable[[Item], Pair], on_bad_file: s
              where: str) -> Iterator[tuple[str, dict[str, Any]]]:
   """Yields (key, example) for each item; a bad one raises or is counted and skipped.
 
-  `load` raises images.BadImageError for a bad item. Skips are logged with their names and
+  `load` raises image_io.BadImageError for a bad item. Skips are logged with their names and
   a split left with no example at all is an error either way.
   """
   if on_bad_file not in ON_BAD_FILE:
@@ -74,9 +74,9 @@ def generate(items: Iterable[Item], load: Callable[[Item], Pair], on_bad_file: s
     try:
       pair = load(item)
       ex = example(pair)
-    except images.BadImageError as e:
+    except image_io.BadImageError as e:
       if on_bad_file == "error":
-        raise images.BadImageError(
+        raise image_io.BadImageError(
             e.name, f"{e.reason} (in {where}; set data.on_bad_file='skip' to leave bad "
             "files out)") from None
       skipped.append(str(e))

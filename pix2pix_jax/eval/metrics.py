@@ -8,7 +8,7 @@ value per image (shape (N,)).
   images, statistics over the 'valid' window positions (as their reference code and
   scikit-image's `gaussian_weights=True, use_sample_covariance=False`), each channel's mean
   SSIM map averaged over channels.
-- lpips: see `pix2pix_jax.lpips` (AlexNet LPIPS v0.1).
+- lpips: see `pix2pix_jax.eval.lpips` (AlexNet LPIPS v0.1).
 FID is left out: it is a statistic of a whole set (not per image), needs Inception weights this
 project does not ship, and is unreliable on test sets as small as facades' 106 images.
 """
@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pix2pix_jax import lpips as lpips_lib
+from pix2pix_jax.eval import lpips as lpips_lib
 
 METRICS = ("l1", "psnr", "ssim", "lpips")
 # Which direction is better, for reports that sort by a metric.

@@ -1,13 +1,13 @@
 """Trains, evaluates and tabulates a grid of config variants (the paper's ablation tables).
 
-    python -m pix2pix_jax.ablate --grid table1 --dataset facades --steps 2000 --workdir DIR \
+    python -m pix2pix_jax.eval.ablate --grid table1 --dataset facades --steps 2000 --workdir DIR \
         [--row_index I] [--config.<field>=<value> ...]
 
 Each row of `configs/ablations.GRIDS[grid]` is the dataset's config plus the `--config.`
 overrides plus the row's own overrides. Rows train one after another, each in
 DIR/<grid>/<row>/ (rerunning resumes each row as train.py does, and a row already trained
 and evaluated at its last checkpoint is not touched again), and are evaluated on --split
-with `pix2pix_jax.evaluate` (L1, PSNR, SSIM, LPIPS; the paper's test mode). Then
+with `pix2pix_jax.eval.evaluate` (L1, PSNR, SSIM, LPIPS; the paper's test mode). Then
 DIR/<grid>.md and DIR/<grid>.csv tabulate every row evaluated so far and DIR/<grid>.png shows
 the same test inputs through every row: input | one column per row | ground truth, as the
 paper's Figures 4 and 6. --row_index trains and evaluates one row only (one per host, say);
@@ -33,11 +33,11 @@ from PIL import Image
 from PIL import ImageDraw
 
 from configs import ablations
-from pix2pix_jax import config_validation
-from pix2pix_jax import evaluate as evaluate_lib
-from pix2pix_jax import inference
-from pix2pix_jax import metrics
-from pix2pix_jax import trainer
+from pix2pix_jax.config import validation
+from pix2pix_jax.eval import evaluate as evaluate_lib
+from pix2pix_jax.serving import inference
+from pix2pix_jax.eval import metrics
+from pix2pix_jax.train import trainer
 
 ROW_FILE = "ablation_row.json"
 EVAL_DIR = "eval"
@@ -67,7 +67,7 @@ def _read_row(row_dir: str) -> dict[str, Any] | None:
 def run_row(config: ml_collections.ConfigDict, name: str, overrides: dict[str, Any],
             row_dir: str, split: str, *, lpips_params: Any = None) -> dict[str, Any]:
   """Trains (or resumes) one row, evaluates its last checkpoint; returns and saves the record."""
-  row_config = config_validation.with_overrides(config, overrides)
+  row_config = validation.with_overrides(config, overrides)
   previous = _read_row(row_dir)
   start = time.perf_counter()
   trainer.train_and_evaluate(row_config, row_dir)
@@ -167,7 +167,7 @@ def run_grid(config: ml_collections.ConfigDict, grid: str, workdir: str, *,
   for name in selected:
     logging.warning("ablation %s: row %r in %s", grid, name, row_dirs[name])
     if lpips_params is None:
-      from pix2pix_jax import lpips  # pylint: disable=g-import-not-at-top
+      from pix2pix_jax.eval import lpips  # pylint: disable=g-import-not-at-top
       lpips_params = lpips.load_params()
     run_row(config, name, rows[name], row_dirs[name], split, lpips_params=lpips_params)
 
@@ -183,7 +183,7 @@ def run_grid(config: ml_collections.ConfigDict, grid: str, workdir: str, *,
         f"ngf {m.ngf}, ndf {m.ndf}, num_downs {m.num_downs}, batch {config.batch_size}, "
         f"{config.num_train_steps} steps per row.",
         "Metrics: mean over the split in the paper's test mode (dropout on, per-image "
-        "BatchNorm statistics, seed 0); conventions in pix2pix_jax/metrics.py.",
+        "BatchNorm statistics, seed 0); conventions in pix2pix_jax/eval/metrics.py.",
     ]
     if command:
       notes.append(f"Command: `{command}`")
@@ -225,7 +225,7 @@ def main(argv: list[str]) -> None:
     sys.exit("error: --grid, --steps and --workdir are required")
   config = f.config
   config.num_train_steps = f.steps
-  command = shlex.join(["python", "-m", "pix2pix_jax.ablate", *sys.argv[1:]])
+  command = shlex.join(["python", "-m", "pix2pix_jax.eval.ablate", *sys.argv[1:]])
   try:
     out = run_grid(config, f.grid, f.workdir, row_index=f.row_index, split=f.split,
                    figure_images=f.figure_images, command=command)

@@ -12,7 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from pix2pix_jax import winograd
+from pix2pix_jax.nn import winograd
 
 Dtype = Any
 

@@ -15,7 +15,7 @@ import dataclasses
 import numpy as np
 import tensorflow_datasets as tfds
 
-from pix2pix_jax.datasets import pairs
+from pix2pix_jax.data.datasets import pairs
 
 # CMP facades classes and (approximately) the jet-like colours of the pix2pix label maps.
 CLASSES = ("background", "facade", "window", "door", "cornice", "sill", "balcony",
