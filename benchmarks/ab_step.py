@@ -32,7 +32,8 @@ import numpy as np  # noqa: E402
 
 import common  # noqa: E402
 # This tree's, for every variant (older checkouts may not have it).
-from pix2pix_jax.config.validation import with_overrides  # noqa: E402
+from pix2pix_jax.config.base import with_overrides  # noqa: E402
+from pix2pix_jax.train import setup
 
 # Modules a variant imports from its own tree.
 _TREE_MODULES = ("pix2pix_jax", "configs", "train_step", "common")
@@ -91,7 +92,7 @@ def main() -> None:
     mesh = sharding.make_mesh()
     c = with_overrides(
         train_step_bench.paper_config(args, args.batch_size, args.dtype), overrides)
-    state, step, _, _ = train_step_lib.fresh(c, mesh, 1000)
+    state, step, _, _ = setup.fresh(c, mesh, 1000)
     shape = (args.batch_size, c.data.crop_size, c.data.crop_size, c.model.input_nc)
     batch = sharding.global_batch(
         {k: rng.uniform(-1, 1, shape).astype(np.float32) for k in ("input", "target")}, mesh)

@@ -28,8 +28,8 @@ from jax.profiler import ProfileData  # noqa: E402
 
 import common  # noqa: E402
 import train_step as train_step_bench  # noqa: E402
+from pix2pix_jax.train import setup
 from pix2pix_jax.train import sharding  # noqa: E402
-from pix2pix_jax.train import step as train_step_lib  # noqa: E402
 
 _INSTR = re.compile(r"^\s*(?:ROOT\s+)?%([\w.\-]+)\s*=\s*(.+?)\s+([\w\-]+)\(")
 # oneDNN custom calls run as thunks named "<instruction>__onednn$<kind>".
@@ -102,7 +102,7 @@ def main() -> None:
 
   c = train_step_bench.paper_config(args, args.batch_size, args.dtype)
   mesh = sharding.make_mesh()
-  state, step, _, _ = train_step_lib.fresh(c, mesh, 1000)
+  state, step, _, _ = setup.fresh(c, mesh, 1000)
   rng = np.random.default_rng(0)
   shape = (args.batch_size, c.data.crop_size, c.data.crop_size, 3)
   batch = sharding.global_batch(

@@ -47,12 +47,12 @@ def paper_config(args: argparse.Namespace, batch_size: int, dtype: str):
 def run_one(args: argparse.Namespace, batch_size: int, dtype: str) -> dict:
   import jax  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
+  from pix2pix_jax.train import setup  # pylint: disable=import-outside-toplevel
   from pix2pix_jax.train import sharding  # pylint: disable=import-outside-toplevel
-  from pix2pix_jax.train import step as train_step_lib  # pylint: disable=import-outside-toplevel
 
   c = paper_config(args, batch_size, dtype)
   mesh = sharding.make_mesh()
-  state, step, _, _ = train_step_lib.fresh(c, mesh, 1000, guard_nonfinite=not args.no_nan_guard)
+  state, step, _, _ = setup.fresh(c, mesh, 1000)
   rng = np.random.default_rng(0)
   shape = (batch_size, c.data.crop_size, c.data.crop_size, c.model.input_nc)
   batch = sharding.global_batch(
@@ -77,8 +77,7 @@ def run_one(args: argparse.Namespace, batch_size: int, dtype: str) -> dict:
   _, metrics = one_step()
   record = {"benchmark": "train_step", "batch_size": batch_size, "dtype": dtype,
             "image_size": c.data.crop_size, "upsample": c.model.upsample,
-            "down_impl": args.down_impl, "nan_guard": not args.no_nan_guard,
-            "smoke": args.smoke, "steps": args.steps, "warmup": args.warmup,
+            "down_impl": args.down_impl, "smoke": args.smoke, "steps": args.steps, "warmup": args.warmup,
             "lower_s": t1 - t0, "compile_s": t2 - t0, "xla_compile_s": t2 - t1,
             "finite": float(metrics["finite"]), "loadavg_before": load_before,
             "loadavg_after": common.loadavg()}
@@ -118,8 +117,6 @@ def main() -> None:
   p.add_argument("--size", type=int, default=256, help="image side")
   p.add_argument("--upsample", default="auto", help="model.upsample")
   p.add_argument("--down_impl", default="auto", help="layers.STRIDED_CONV_IMPLS key")
-  p.add_argument("--no_nan_guard", action="store_true",
-                 help="A/B only: drop the step's where(finite, new, old)")
   p.add_argument("--peak_gflops", type=float, default=None,
                  help=f"peak for fraction_of_peak; CPU default {common.DEFAULT_CPU_PEAK_GFLOPS}")
   p.add_argument("--smoke", action="store_true", help="tiny networks at 32x32 (a quick check)")
@@ -148,8 +145,6 @@ def main() -> None:
           cmd += [f"--{flag}", str(getattr(args, flag))]
       if args.smoke:
         cmd.append("--smoke")
-      if args.no_nan_guard:
-        cmd.append("--no_nan_guard")
       proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=False)
       lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
       if proc.returncode or not lines:

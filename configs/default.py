@@ -1,86 +1,12 @@
 """Default config: the embedded synthetic facades data, sized for a 2-core CPU in ~10 minutes.
 
-Every other config starts from `base_config()` and overrides what its dataset needs, so the
+Every other config starts from `base_config()` (pix2pix_jax/config/base.py) and overrides what its dataset needs, so the
 field names below are the whole interface (`--config.<field>=<value>` on the command line).
 """
 
 import ml_collections
 
-
-def base_config() -> ml_collections.ConfigDict:
-  """The paper's pix2pix recipe (facades settings), unlocked for overrides."""
-  c = ml_collections.ConfigDict()
-  c.seed = 0
-  c.batch_size = 1  # Global batch, over all devices and hosts.
-  c.num_train_steps = -1  # -1: (n_epochs + n_epochs_decay) * steps_per_epoch.
-  c.n_epochs = 100  # Constant learning rate...
-  c.n_epochs_decay = 100  # ...then linear decay to 0.
-
-  c.log_every_steps = 100
-  c.checkpoint_every_steps = 2000
-  c.sample_every_steps = 1000  # PNG grid of input | output | target for fixed val pairs.
-  c.num_sample_pairs = 4
-  c.keep_checkpoints = 3
-  c.nan_policy = "skip"  # A non-finite loss/gradient: skip that step (skip) or stop (stop).
-
-  c.data = ml_collections.ConfigDict()
-  c.data.name = "facades"  # synthetic | facades | cityscapes | maps | edges2shoes | ...| folder
-  c.data.manual_dir = ""  # Folder holding an already downloaded archive (tfds manual_dir).
-  c.data.data_dir = ""  # tfds data_dir; "" = tfds default (~/tensorflow_datasets).
-  c.data.path = ""  # For data.name=folder: the user's folder of pairs.
-  c.data.direction = "BtoA"  # AtoB or BtoA: which half of the pair is the input.
-  c.data.preprocess = "resize_and_crop"  # resize_and_crop|crop|scale_width|scale_width_and_crop|none
-  c.data.load_size = 286
-  c.data.crop_size = 256
-  c.data.flip = True
-  c.data.eval_split = "val"  # Split used for sample grids.
-  c.data.reader = "tf"  # tf (tf.data) | numpy (no TensorFlow at training time).
-  c.data.size_mode = "reflect"  # Reach a multiple of 2**num_downs: reflect|zeros pad, resize.
-  c.data.on_bad_file = "error"  # error | skip (and log) corrupt or unreadable images.
-  c.data.val_fraction = 0.1  # data.name=folder without split folders: share held out as val.
-  c.data.num_workers = 0  # Threads decoding and augmenting; 0 = min(8, CPU count).
-
-  c.model = ml_collections.ConfigDict()
-  c.model.generator = "unet"  # unet | encoder_decoder (no skips; paper Table 2).
-  c.model.input_nc = 3
-  c.model.output_nc = 3
-  c.model.ngf = 64
-  c.model.ndf = 64
-  c.model.num_downs = 8  # 8 for 256x256 (unet_256), 7 for 128x128.
-  c.model.n_layers_d = 3  # 0 PixelGAN 1x1, 1 16x16, 3 70x70, 5 286x286.
-  c.model.norm = "batch"  # batch | instance | none
-  c.model.dropout_rate = 0.5
-  c.model.conditional_d = True  # D sees concat(x, y); False: y alone (unconditional GAN).
-  # How 4x4 stride-2 (transposed) convolutions are computed; same parameters and function,
-  # different speed (benchmarks/layers_bench.py). auto picks per layer.
-  c.model.upsample = "auto"  # auto | phase | gemm | s2d | conv_transpose (lax)
-  c.model.downsample = "auto"  # auto | gemm | lax_gemm_dw | s2d | lax
-  # D's 4x4 stride-1 convolutions: auto | direct | winograd (F(4x4, 4x4): 5.2x fewer
-  # multiplications, float32 rounding up to ~3e-5 of the largest value; auto uses it on CPU
-  # for wide float32 layers with >= 64 output tiles: D's conv_3 at 256x256).
-  c.model.stride1_conv = "auto"
-  c.model.dtype = "float32"  # Compute dtype: float32 | bfloat16 (params stay float32).
-  # Successors' tricks (issue 7); the defaults are the paper's networks.
-  c.model.num_d = 1  # PatchGANs on 1x, 1/2x, 1/4x... inputs (pix2pixHD multi-scale D).
-  c.model.spectral_norm_d = False  # Spectral normalisation of every D convolution.
-  c.model.ema_decay = 0.0  # > 0: keep an EMA of G's weights (state.g_ema_params) for eval.
-
-  c.loss = ml_collections.ConfigDict()
-  c.loss.gan_mode = "vanilla"  # vanilla | lsgan | hinge | wgangp | ragan
-  c.loss.gan_weight = 1.0  # 0: L1 only (paper Table 1).
-  c.loss.reconstruction = "l1"  # l1 | l2 | none
-  c.loss.lambda_l1 = 100.0  # Weight of the reconstruction term.
-  c.loss.lambda_gp = 10.0  # WGAN-GP gradient penalty weight (gan_mode=wgangp only).
-  c.loss.r1_gamma = 0.0  # > 0: R1 penalty gamma / 2 * ||grad D(real)||^2 (Mescheder 2018).
-  c.loss.feature_matching_weight = 0.0  # > 0: pix2pixHD D-feature matching L1 for G (10 there).
-  c.loss.real_label = 1.0  # < 1: one-sided label smoothing of D's real target (vanilla, lsgan).
-
-  c.optim = ml_collections.ConfigDict()
-  c.optim.lr = 2e-4
-  c.optim.lr_d = -1.0  # -1: same as lr (set it for TTUR).
-  c.optim.b1 = 0.5
-  c.optim.b2 = 0.999
-  return c
+from pix2pix_jax.config.base import base_config
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -6,7 +6,6 @@ import pytest
 import configs.default as default_config
 from pix2pix_jax.train import checkpoints
 from pix2pix_jax.train import sharding
-from pix2pix_jax.train import step as train_step_lib
 
 # --- Inference, evaluation, export and torch import (issue 4). ----------------------------
 
@@ -39,7 +38,7 @@ def trained_workdir(tmp_path_factory):
   """
   config = tiny_config()
   workdir = tmp_path_factory.mktemp("trained")
-  state, step, _, _ = train_step_lib.fresh(config, sharding.make_mesh(), config.num_train_steps)
+  state, step, _, _ = setup.fresh(config, sharding.make_mesh(), config.num_train_steps)
   rng = np.random.default_rng(0)
   shape = (config.batch_size, config.data.crop_size, config.data.crop_size, 3)
   batch = {"input": rng.uniform(-1, 1, shape).astype(np.float32),
@@ -57,6 +56,7 @@ def trained_workdir(tmp_path_factory):
 import pathlib  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top,wrong-import-position
+from pix2pix_jax.train import setup
 
 tfds.disable_progress_bar()  # Builds would fill the test log with tqdm bars.
 

@@ -29,14 +29,14 @@ def main():
     jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
   import numpy as np  # pylint: disable=g-import-not-at-top
   import configs.default as default_config  # pylint: disable=g-import-not-at-top
+  from pix2pix_jax.train import setup  # pylint: disable=g-import-not-at-top
   from pix2pix_jax.train import sharding  # pylint: disable=g-import-not-at-top
-  from pix2pix_jax.train import step as train_step_lib  # pylint: disable=g-import-not-at-top
 
   c = default_config.get_config()
   c.batch_size, c.data.crop_size = 8, 32
   c.model.update(num_downs=5, ngf=4, ndf=4, n_layers_d=2)
   mesh = sharding.make_mesh()
-  state, step, _, _ = train_step_lib.fresh(c, mesh, 100)
+  state, step, _, _ = setup.fresh(c, mesh, 100)
   rng = np.random.default_rng(0)
   per_process = c.batch_size // jax.process_count()
   lo = jax.process_index() * per_process

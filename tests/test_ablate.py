@@ -7,25 +7,25 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from configs import ablations
+from pix2pix_jax.config import ablations
+from pix2pix_jax.config import base as config_base
 from pix2pix_jax.eval import ablate
-from pix2pix_jax.config import validation
 from conftest import data_config
 
 
 def test_row_overrides_must_name_existing_fields():
   c = data_config("/nonexistent")
-  assert validation.with_overrides(c, {"loss.gan_weight": 0.0}).loss.gan_weight == 0.0
+  assert config_base.with_overrides(c, {"loss.gan_weight": 0.0}).loss.gan_weight == 0.0
   assert c.loss.gan_weight == 1.0  # the base config is left alone
   with pytest.raises(KeyError, match="loss.gan_wieght"):
-    validation.with_overrides(c, {"loss.gan_wieght": 0.0})
+    config_base.with_overrides(c, {"loss.gan_wieght": 0.0})
 
 
 def test_paper_grids_override_only_existing_fields():
   c = data_config("/nonexistent")
   for grid in ablations.GRIDS.values():
     for overrides in grid.values():
-      validation.with_overrides(c, overrides)
+      config_base.with_overrides(c, overrides)
   assert list(ablations.TABLE1) == ["L1", "GAN", "cGAN", "L1+GAN", "L1+cGAN"]
   assert [o["model.n_layers_d"] for o in ablations.TABLE3.values()] == [0, 1, 3, 5]
 

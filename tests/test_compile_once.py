@@ -7,8 +7,8 @@ in and the one coming out) would cost the whole compile time again on every iter
 import jax
 import numpy as np
 
+from pix2pix_jax.train import setup
 from pix2pix_jax.train import sharding
-from pix2pix_jax.train import step as train_step_lib
 from conftest import tiny_config
 
 # The event jax records once per XLA compilation (jax/_src/dispatch.py BACKEND_COMPILE_EVENT).
@@ -37,7 +37,7 @@ class CompileCounter:
 def test_train_step_compiles_once_over_five_steps():
   c = tiny_config()
   mesh = sharding.make_mesh()
-  state, step, _, _ = train_step_lib.fresh(c, mesh, 100)
+  state, step, _, _ = setup.fresh(c, mesh, 100)
   rng = np.random.default_rng(0)
   shape = (c.batch_size, c.data.crop_size, c.data.crop_size, 3)
 

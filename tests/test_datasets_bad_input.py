@@ -9,8 +9,8 @@ from PIL import Image
 import pytest
 
 from conftest import data_config
-from pix2pix_jax.data import pipeline
 from pix2pix_jax.data import image_io
+from pix2pix_jax.data import pipeline
 
 
 def _png(height=8, width=16, channels=3, seed=0) -> bytes:

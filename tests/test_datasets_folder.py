@@ -6,10 +6,10 @@ import pytest
 import tensorflow_datasets as tfds
 
 from conftest import data_config
+from pix2pix_jax.data import image_io
 from pix2pix_jax.data import pipeline
 from pix2pix_jax.data import transforms
 from pix2pix_jax.data.datasets import folder
-from pix2pix_jax.data import image_io
 
 
 def _random(rng, height, width, channels, top=255):

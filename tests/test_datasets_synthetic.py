@@ -3,8 +3,8 @@
 import numpy as np
 import tensorflow_datasets as tfds
 
-from pix2pix_jax.data import pipeline
 from pix2pix_jax.data import image_io
+from pix2pix_jax.data import pipeline
 from pix2pix_jax.data.datasets import synthetic
 
 

@@ -9,10 +9,11 @@ import numpy as np
 from PIL import Image
 import pytest
 
+from pix2pix_jax.data import image_io
 from pix2pix_jax.eval import evaluate as evaluate_lib
-from pix2pix_jax.serving import inference
 from pix2pix_jax.eval import lpips as lpips_lib
 from pix2pix_jax.eval import metrics
+from pix2pix_jax.train import checkpoints
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATA = os.path.join(os.path.dirname(REPO), "shared", "data")
@@ -44,27 +45,27 @@ def _check_outputs(out_dir, result, num_images):
 
 def test_evaluate_synthetic_test_split(trained_workdir, synthetic_config, lpips_params,
                                        tmp_path):
-  config, variables = inference.load_generator(trained_workdir)
+  config, variables = checkpoints.load_generator(trained_workdir)
   config.data.data_dir = synthetic_config.data.data_dir
   result = evaluate_lib.evaluate(config, variables, "test", str(tmp_path), batch_size=8,
                                  lpips_params=lpips_params)
   saved = _check_outputs(str(tmp_path), result, num_images=50)
   # The metrics are those of the PNGs written.
   first = saved["images"][0]
-  out, target = (inference.to_float(np.asarray(Image.open(tmp_path / first[role])))[None]
+  out, target = (image_io.to_float(np.asarray(Image.open(tmp_path / first[role])))[None]
                  for role in ("output", "target"))
   np.testing.assert_allclose(metrics.l1(out, target), [first["l1"]], rtol=1e-5)
   np.testing.assert_allclose(metrics.ssim(out, target), [first["ssim"]], rtol=1e-4)
 
 
 def test_architecture_overrides_are_refused(trained_workdir):
-  config, _ = inference.load_generator(trained_workdir)
-  other = inference.load_config(inference.checkpoint_step_dir(trained_workdir))
+  config, _ = checkpoints.load_generator(trained_workdir)
+  other = checkpoints.load_config(checkpoints.checkpoint_step_dir(trained_workdir))
   other.data.manual_dir = "/somewhere/else"  # Data overrides are fine.
-  evaluate_lib.check_same_architecture(config, other)
+  checkpoints.check_same_architecture(config, other)
   other.model.ngf = 8
   with pytest.raises(ValueError, match="shapes"):
-    evaluate_lib.check_same_architecture(config, other)
+    checkpoints.check_same_architecture(config, other)
 
 
 def test_evaluate_cli_with_config_overrides(trained_workdir, synthetic_config, tmp_path):
@@ -84,7 +85,7 @@ def test_evaluate_cli_with_config_overrides(trained_workdir, synthetic_config, t
 @pytest.mark.usefixtures("facades_builder")  # Prepares facades in tfds_dir (or skips).
 def test_evaluate_facades_test_split(trained_workdir, tfds_dir, lpips_params, tmp_path):
   """The real facades test split (106 pairs) from the shared archive."""
-  config, variables = inference.load_generator(trained_workdir)
+  config, variables = checkpoints.load_generator(trained_workdir)
   config.data.name = "facades"
   config.data.manual_dir = SHARED_DATA  # Prepared already by facades_builder.
   config.data.data_dir = str(tfds_dir)

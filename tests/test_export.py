@@ -8,8 +8,8 @@ import textwrap
 
 import numpy as np
 
-from pix2pix_jax.serving import inference
 from pix2pix_jax.nn import models
+from pix2pix_jax.train import checkpoints
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -51,7 +51,7 @@ def test_export_round_trips(trained_workdir, tmp_path):
                           cwd=str(tmp_path), capture_output=True, text=True, timeout=400)
   assert result.returncode == 0, result.stderr[-3000:]
 
-  config, variables = inference.load_generator(trained_workdir)
+  config, variables = checkpoints.load_generator(trained_workdir)
   generator = models.make_generator(config.model)
   with np.load(out / "reloaded.npz") as reloaded:
     for name, x in inputs.items():

@@ -9,16 +9,20 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from pix2pix_jax.serving import inference
+from pix2pix_jax.data import image_io
+from pix2pix_jax.data import transforms
+from pix2pix_jax.nn import generate as generate_lib
 from pix2pix_jax.nn import models
+from pix2pix_jax.serving import inference
 from pix2pix_jax.serving import translate as translate_cli
+from pix2pix_jax.train import checkpoints
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
 def generator(trained_workdir):
-  return inference.load_generator(trained_workdir)
+  return checkpoints.load_generator(trained_workdir)
 
 
 def _image(seed, shape):
@@ -28,21 +32,21 @@ def _image(seed, shape):
 def test_load_generator_reads_only_the_generator(trained_workdir, generator):
   config, variables = generator
   assert config.model.num_downs == 6 and config.model.ngf == 4
-  shapes = inference.generator_shapes(config)
+  shapes = checkpoints.generator_shapes(config)
   assert jax.tree.structure(variables) == jax.tree.structure(shapes)
   assert jax.tree.map(lambda v: v.shape, variables) == jax.tree.map(lambda s: s.shape, shapes)
   # Running means moved away from their initial zeros during the training step.
   assert float(np.abs(variables["batch_stats"]["enc_norm_1"]["bn"]["mean"]).max()) > 0
-  step_dir = inference.checkpoint_step_dir(trained_workdir)
+  step_dir = checkpoints.checkpoint_step_dir(trained_workdir)
   assert step_dir.endswith(os.path.join("checkpoints", "1"))
   for path in (os.path.dirname(step_dir), step_dir):
-    _, same = inference.load_generator(path)
+    _, same = checkpoints.load_generator(path)
     assert jax.tree.all(jax.tree.map(np.array_equal, same, variables))
   with pytest.raises(FileNotFoundError, match="step 7"):
-    inference.load_generator(trained_workdir, step=7)
+    checkpoints.load_generator(trained_workdir, step=7)
 
 
-@pytest.mark.parametrize("size_mode", inference.SIZE_MODES)
+@pytest.mark.parametrize("size_mode", inference.FIT_MODES)
 def test_any_size_and_channel_count(generator, size_mode):
   config, variables = generator
   images = [_image(0, (300, 517, 4)), _image(1, (45, 70)), _image(2, (64, 64, 3)),
@@ -57,9 +61,9 @@ def test_eval_mode_is_the_module_in_eval_mode(generator):
   config, variables = generator
   image = _image(4, (64, 64, 3))
   out = inference.translate(config, variables, [image], eval_mode=True)[0]
-  x = inference.to_float(image)[None]
+  x = image_io.to_float(image)[None]
   expected = models.make_generator(config.model).apply(variables, x, train=False)
-  np.testing.assert_allclose(out.astype(int), inference.to_uint8(expected[0]).astype(int),
+  np.testing.assert_allclose(out.astype(int), image_io.to_uint8(expected[0]).astype(int),
                              atol=1)
   again = inference.translate(config, variables, [image], eval_mode=True, seed=5)[0]
   np.testing.assert_array_equal(out, again)
@@ -67,7 +71,7 @@ def test_eval_mode_is_the_module_in_eval_mode(generator):
 
 def test_test_mode_uses_each_images_statistics_and_seeded_dropout(generator):
   config, variables = generator
-  generate = inference.make_generate_fn(config)  # Compiled once for all the calls below.
+  generate = generate_lib.make_generate_fn(config)  # Compiled once for all the calls below.
   run = lambda images, **kw: inference.translate(config, variables, images, batch_size=2,
                                                  generate_fn=generate, **kw)
   a, b = _image(5, (64, 64, 3)), _image(6, (64, 64, 3))
@@ -84,7 +88,7 @@ def test_test_mode_uses_each_images_statistics_and_seeded_dropout(generator):
 
 def test_padding_is_reflect_and_cropped_back():
   image = np.arange(3 * 5, dtype=np.uint8).reshape(3, 5, 1)
-  padded, crop = inference.pad_to_multiple(image, 4)
+  padded, crop = transforms.pad_to_multiple(image, 4)
   assert padded.shape == (4, 8, 1)
   np.testing.assert_array_equal(padded[crop], image)
   np.testing.assert_array_equal(padded[:, 0, 0], padded[:, 2, 0])  # Mirrored about column 1.
@@ -92,12 +96,12 @@ def test_padding_is_reflect_and_cropped_back():
 
 def test_to_channels_composites_transparency_over_white():
   rgba = np.zeros((2, 2, 4), np.uint8)  # Fully transparent black.
-  np.testing.assert_array_equal(inference.to_channels(rgba, 3), 255)
-  np.testing.assert_array_equal(inference.to_channels(rgba, 1), 255)
+  np.testing.assert_array_equal(image_io.flatten_for_model(rgba, 3), 255)
+  np.testing.assert_array_equal(image_io.flatten_for_model(rgba, 1), 255)
   gray = np.full((2, 2), 7, np.uint8)
-  np.testing.assert_array_equal(inference.to_channels(gray, 3), 7)
+  np.testing.assert_array_equal(image_io.flatten_for_model(gray, 3), 7)
   with pytest.raises(TypeError):
-    inference.to_channels(gray.astype(np.float32), 3)
+    image_io.flatten_for_model(gray.astype(np.float32), 3)
 
 
 def test_output_names_refuse_collisions():

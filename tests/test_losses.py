@@ -16,12 +16,14 @@ import pytest
 
 import configs.default as default_config
 from pix2pix_jax.config import validation
-from pix2pix_jax.train import ema
-from pix2pix_jax.objectives import losses
 from pix2pix_jax.nn import models
-from pix2pix_jax.objectives import regularizers
-from pix2pix_jax.train import sharding
 from pix2pix_jax.nn import sizes
+from pix2pix_jax.objectives import losses
+from pix2pix_jax.objectives import objective
+from pix2pix_jax.objectives import regularizers
+from pix2pix_jax.train import ema
+from pix2pix_jax.train import optimizers
+from pix2pix_jax.train import sharding
 from pix2pix_jax.train import state as train_state_lib
 from pix2pix_jax.train import step as train_step_lib
 
@@ -187,7 +189,7 @@ def test_r1_penalty_matches_finite_differences_on_the_real_image():
 def test_penalties_are_switched_on_by_config_only():
   c = default_config.base_config().loss
   assert regularizers.from_config(c) == ()
-  paper = train_step_lib.objective_from_config(c)
+  paper = objective.objective_from_config(c)
   assert paper.d_regularizers == () and paper.feature_matching_weight == 0.0
   c.gan_mode, c.r1_gamma = "wgangp", 1.0
   assert [r.name for r in regularizers.from_config(c)] == ["gp", "r1"]
@@ -283,7 +285,7 @@ def test_paper_networks_train_with_every_network_side_switch():
                   optim__lr=1e-4, optim__lr_d=4e-4, model__num_downs=2, model__n_layers_d=1)
   c.data.crop_size = 16
   validation.validate(c)
-  g_tx, d_tx = train_state_lib.make_optimizers(c, 100)
+  g_tx, d_tx = optimizers.make_optimizers(c, 100)
   state = jax.jit(lambda: train_state_lib.create_train_state(c, g_tx, d_tx))()
   first = jax.device_get(state)
   after_one, state, history = run_steps(
@@ -322,7 +324,7 @@ class OneConvGenerator(nn.Module):
 def test_gan_loss_trains_without_nan(gan_mode):
   c = tiny_config(loss__gan_mode=gan_mode, model__norm="instance")
   g, d = OneConvGenerator(), models.make_discriminator(c.model)
-  g_tx, d_tx = train_state_lib.make_optimizers(c, 100)
+  g_tx, d_tx = optimizers.make_optimizers(c, 100)
   x = jnp.zeros((1, 32, 32, 3))
   g_params, _ = train_state_lib.init_variables(g, jax.random.key(0), x)
   d_params, d_stats = train_state_lib.init_variables(d, jax.random.key(1), x, x)
@@ -333,7 +335,7 @@ def test_gan_loss_trains_without_nan(gan_mode):
       nonfinite_steps=jnp.zeros((), jnp.int32))
   step = jax.jit(functools.partial(
       train_step_lib.train_step, generator=g, discriminator=d, g_tx=g_tx, d_tx=d_tx,
-      objective=train_step_lib.objective_from_config(c.loss)))
+      objective=objective.objective_from_config(c.loss)))
   first = jax.device_get(state)
   after_one, _, history = run_steps(state, step, c)
   assert ("D_gp" in history[0]) == (gan_mode == "wgangp")
@@ -344,7 +346,7 @@ def test_gan_loss_trains_without_nan(gan_mode):
 
 def test_without_ema_the_state_carries_no_average():
   c = tiny_config()
-  g_tx, d_tx = train_state_lib.make_optimizers(c, 100)
+  g_tx, d_tx = optimizers.make_optimizers(c, 100)
   shapes = jax.eval_shape(lambda: train_state_lib.create_train_state(c, g_tx, d_tx))
   assert shapes.g_ema_params == {} and ema.params_field(c) == "g_params"
   c.model.ema_decay = 0.999
@@ -366,10 +368,9 @@ def test_config_validation_names_the_bad_field(fields, message):
 
 def test_ema_weights_are_checkpointed_and_loaded_for_inference(tmp_path):
   from pix2pix_jax.train import checkpoints  # pylint: disable=g-import-not-at-top
-  from pix2pix_jax.serving import inference  # pylint: disable=g-import-not-at-top
   c = tiny_config(model__ema_decay=0.999, model__num_downs=2)
   c.data.crop_size = 16
-  g_tx, d_tx = train_state_lib.make_optimizers(c, 100)
+  g_tx, d_tx = optimizers.make_optimizers(c, 100)
   shapes = jax.eval_shape(lambda: train_state_lib.create_train_state(c, g_tx, d_tx))
   state = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
   state = state.replace(g_ema_params=jax.tree.map(jnp.ones_like, state.g_params))
@@ -380,5 +381,5 @@ def test_ema_weights_are_checkpointed_and_loaded_for_inference(tmp_path):
       manager, checkpoints.abstract_like(shapes, sharding.replicated(sharding.make_mesh())))
   manager.close()
   assert all(float(jnp.min(p)) == 1.0 for p in jax.tree.leaves(restored.g_ema_params))
-  _, variables = inference.load_generator(str(tmp_path))
+  _, variables = checkpoints.load_generator(str(tmp_path))
   assert all(float(jnp.min(p)) == 1.0 for p in jax.tree.leaves(variables["params"]))

@@ -17,8 +17,8 @@ def full_size_config(**model):
 
 
 def test_paper_network_parameter_counts():
-  sizes = sizes.network_sizes(full_size_config())
-  assert sizes == {"generator_params": 54_413_955, "discriminator_params": 2_768_705,
+  found = sizes.network_sizes(full_size_config())
+  assert found == {"generator_params": 54_413_955, "discriminator_params": 2_768_705,
                    "patch_receptive_field": 70}
 
 
@@ -67,8 +67,8 @@ def test_conv_biases_follow_norm():
 def test_instance_norm_parameter_counts(model, g_params, d_params):
   # Counted by ../shared/bench/torch_pix2pix_reference.py params --norm instance [...], whose
   # networks were checked against the official ones.
-  sizes = sizes.network_sizes(full_size_config(**model))
-  assert (sizes["generator_params"], sizes["discriminator_params"]) == (g_params, d_params)
+  found = sizes.network_sizes(full_size_config(**model))
+  assert (found["generator_params"], found["discriminator_params"]) == (g_params, d_params)
 
 
 def test_generator_dropout_is_the_only_noise():

@@ -29,7 +29,7 @@ def poisoned(monkeypatch, synthetic_config, tmp_path_factory):
         batch["input"][0, 0, 0, 0] = np.nan
       yield batch
 
-  monkeypatch.setattr(input_pipeline, "train_iterator", train_iterator)
+  monkeypatch.setattr(pipeline, "train_iterator", train_iterator)
   with rh.persistent_compilation_cache(rh.cache_dir(tmp_path_factory)):
     yield rh.tiny_config(synthetic_config, log_every_steps=4, checkpoint_every_steps=2,
                          keep_checkpoints=10)

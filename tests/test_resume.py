@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import reliability_helpers as rh
 
-from pix2pix_jax.train import checkpoints
 from pix2pix_jax.config import validation
+from pix2pix_jax.train import checkpoints
+from pix2pix_jax.train import optimizers
 from pix2pix_jax.train import preemption
-from pix2pix_jax.train import state as train_state_lib
 from pix2pix_jax.train import trainer
 
 N, K = 16, 3
@@ -55,8 +55,8 @@ def runs(synthetic_config, tmp_path_factory):
     restored[int(state.step)] = jax.device_get(state)
     return state
 
-  mp.setattr(checkpointing, "save", spy_save)
-  mp.setattr(checkpointing, "restore_state", spy_restore)
+  mp.setattr(checkpoints, "save", spy_save)
+  mp.setattr(checkpoints, "restore_state", spy_restore)
   try:
     with rh.persistent_compilation_cache(rh.cache_dir(tmp_path_factory)):
       final_straight = jax.device_get(trainer.train_and_evaluate(config, straight))
@@ -85,7 +85,7 @@ def test_resume_restores_step_lr_and_adam_moments_as_saved(runs):
     assert int(adam.count) == K and int(schedule.count) == K  # The LR schedule's position.
     assert any(np.abs(m).max() > 0 for m in jax.tree.leaves(adam.mu))  # Real moments.
     assert any(np.abs(v).max() > 0 for v in jax.tree.leaves(adam.nu))
-  lr = train_state_lib.learning_rate_schedule(config.optim.lr, config, N)
+  lr = optimizers.learning_rate_schedule(config.optim.lr, config, N)
   assert 0 < float(lr(int(restored.g_opt_state[1].count))) < config.optim.lr
 
 

@@ -16,11 +16,13 @@ import numpy as np
 import pytest
 
 import configs.default as default_config
-from pix2pix_jax.serving import inference
-from pix2pix_jax.nn import models
+from pix2pix_jax.data import image_io
 from pix2pix_jax.interop import safe_unpickle
 from pix2pix_jax.interop import torch_import
 from pix2pix_jax.interop import torch_pth
+from pix2pix_jax.nn import models
+from pix2pix_jax.serving import inference
+from pix2pix_jax.train import checkpoints
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(REPO, "tests", "fixtures", "torch_pix2pix")
@@ -155,11 +157,11 @@ def test_converter_cli_writes_a_checkpoint_translate_reads(tmp_path, expected):
        "--config.data.crop_size=32", "--config.data.load_size=36"],
       cwd=REPO, capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-3000:]
-  config, variables = inference.load_generator(str(out))
+  config, variables = checkpoints.load_generator(str(out))
   assert config.model.num_downs == 5 and config.model.n_layers_d == 2
-  image = inference.to_uint8(expected["input"][0])
+  image = image_io.to_uint8(expected["input"][0])
   out = inference.translate(config, variables, [image], eval_mode=True)[0]
-  want = inference.to_uint8(models.make_generator(config.model).apply(
-      variables, inference.to_float(image)[None], train=False)[0])
+  want = image_io.to_uint8(models.make_generator(config.model).apply(
+      variables, image_io.to_float(image)[None], train=False)[0])
   np.testing.assert_array_equal(out, want)
-  np.testing.assert_allclose(inference.to_float(out), expected["g_eval"][0], atol=1.01 / 127.5)
+  np.testing.assert_allclose(image_io.to_float(out), expected["g_eval"][0], atol=1.01 / 127.5)

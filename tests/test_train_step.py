@@ -8,9 +8,9 @@ import pytest
 
 import configs.default as default_config
 from pix2pix_jax.nn import models
+from pix2pix_jax.train import optimizers
+from pix2pix_jax.train import setup
 from pix2pix_jax.train import sharding
-from pix2pix_jax.train import state as train_state_lib
-from pix2pix_jax.train import step as train_step_lib
 
 
 def tiny_config(**loss):
@@ -21,9 +21,9 @@ def tiny_config(**loss):
   return c
 
 
-def setup(config, total_steps=1000):
+def build(config, total_steps=1000):
   mesh = sharding.make_mesh()
-  state, step, g_tx, d_tx = train_step_lib.fresh(config, mesh, total_steps)
+  state, step, g_tx, d_tx = setup.fresh(config, mesh, total_steps)
   return mesh, g_tx, d_tx, state, step
 
 
@@ -36,7 +36,7 @@ def random_batch(seed, config, n=None):
 def test_step_matches_the_official_order_computed_plainly():
   """D update on (x, fake) and (x, y); then G on D's *updated* opinion + lambda * L1."""
   c = tiny_config()
-  mesh, g_tx, d_tx, state, step = setup(c)
+  mesh, g_tx, d_tx, state, step = build(c)
   batch = random_batch(0, c)
   x, y = jnp.asarray(batch["input"]), jnp.asarray(batch["target"])
   G, D = models.make_generator(c.model), models.make_discriminator(c.model)
@@ -93,7 +93,7 @@ def test_overfits_one_pair():
   """The full objective drives L1(G(x), y) down by at least 80% on one pair."""
   c = tiny_config()
   c.batch_size = 1
-  mesh, _, _, state, step = setup(c)
+  mesh, _, _, state, step = build(c)
   batch = sharding.global_batch(structured_pair(c.data.crop_size), mesh)
   l1 = []
   for _ in range(400):
@@ -106,7 +106,7 @@ def test_overfits_one_pair():
 @pytest.mark.parametrize("gan_weight", [1.0, 0.0])
 def test_nonfinite_step_is_skipped(gan_weight):
   c = tiny_config(gan_weight=gan_weight)
-  mesh, _, _, state, step = setup(c)
+  mesh, _, _, state, step = build(c)
   state, _ = step(state, sharding.global_batch(random_batch(0, c), mesh))
   before = jax.device_get(state)
   bad = random_batch(1, c)
@@ -124,7 +124,7 @@ def test_nonfinite_step_is_skipped(gan_weight):
 
 def test_l1_only_leaves_the_discriminator_alone():
   c = tiny_config(gan_weight=0.0)
-  mesh, _, _, state, step = setup(c)
+  mesh, _, _, state, step = build(c)
   d0 = jax.device_get(state.d_params)
   state, metrics = step(state, sharding.global_batch(random_batch(0, c), mesh))
   assert "G_GAN" not in metrics and "D_loss" not in metrics
@@ -134,7 +134,7 @@ def test_l1_only_leaves_the_discriminator_alone():
 def test_learning_rate_is_constant_then_decays_linearly_to_zero():
   c = tiny_config()
   c.n_epochs, c.n_epochs_decay = 3, 1
-  schedule = train_state_lib.learning_rate_schedule(2e-4, c, total_steps=400)
+  schedule = optimizers.learning_rate_schedule(2e-4, c, total_steps=400)
   assert float(schedule(0)) == pytest.approx(2e-4)
   assert float(schedule(299)) == pytest.approx(2e-4)
   assert float(schedule(350)) == pytest.approx(1e-4)

@@ -4,8 +4,8 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from pix2pix_jax.data import transforms
 from pix2pix_jax.data import image_io
+from pix2pix_jax.data import transforms
 
 
 def _image(h=40, w=60, c=3, seed=0):

@@ -3,9 +3,6 @@
 A bad field otherwise surfaces minutes later as a shape error deep inside XLA.
 """
 
-import copy
-from typing import Any
-
 import ml_collections
 
 from pix2pix_jax.nn import layers
@@ -17,21 +14,6 @@ NAN_POLICIES = ("skip", "stop")
 
 class ConfigError(ValueError):
   """A config field has a value that cannot work; the message names the field."""
-
-
-def with_overrides(config: ml_collections.ConfigDict, overrides: dict[str, Any]
-                   ) -> ml_collections.ConfigDict:
-  """A copy of `config` with dotted fields set; an unknown field is an error, not a new one."""
-  config = copy.deepcopy(config)
-  for dotted, value in overrides.items():
-    *parents, leaf = dotted.split(".")
-    node = config
-    for part in parents:
-      node = node[part]
-    if leaf not in node:
-      raise KeyError(f"override {dotted!r}: the config has no such field")
-    node[leaf] = value
-  return config
 
 
 def _choice(value, field: str, choices) -> None:

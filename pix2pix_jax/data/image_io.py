@@ -9,6 +9,9 @@ import io
 
 import numpy as np
 from PIL import Image
+from PIL import ImageOps
+
+_PIL_MODE = {1: "L", 3: "RGB", 4: "RGBA"}
 
 # PIL modes decoded as they are (H, W, C) uint8.
 _NATIVE_MODES = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4}
@@ -103,6 +106,21 @@ def encode_png(array: np.ndarray, compress_level: int = 1) -> bytes:
   return buffer.getvalue()
 
 
+def to_uint8(image: np.ndarray) -> np.ndarray:
+  """[-1, 1] floats (a network's output) to uint8, rounded."""
+  return np.clip(np.round((np.asarray(image, np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
+def write_png(path, array: np.ndarray, compress_level: int = 6) -> None:
+  """Writes an (H, W, C) array as `encode_png` encodes it (path may be a file object)."""
+  data = encode_png(array, compress_level)
+  if hasattr(path, "write"):
+    path.write(data)
+  else:
+    with open(path, "wb") as f:
+      f.write(data)
+
+
 def decode_png(data: bytes, dtype: np.dtype, channels: int) -> np.ndarray:
   """Decodes a PNG this package wrote (see `encode_png`) back to (H, W, channels)."""
   with Image.open(io.BytesIO(data)) as image:
@@ -157,3 +175,58 @@ def to_channels(array: np.ndarray, channels: int) -> np.ndarray:
       alpha = np.full(array.shape[:-1] + (1,), opaque, array.dtype)
     return np.concatenate([colour, alpha], axis=-1)
   return colour
+
+
+def read_image(path: str) -> np.ndarray:
+  """A file as uint8 HxW or HxWxC, upright (EXIF orientation applied), 16-bit gray scaled."""
+  with Image.open(path) as image:
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+      return (np.asarray(image, np.float64) / 257.0).clip(0, 255).round().astype(np.uint8)
+    if image.mode not in ("L", "LA", "RGB", "RGBA"):
+      image = image.convert("RGBA")
+    return np.asarray(image)
+
+
+def flatten_for_model(image: np.ndarray, channels: int) -> np.ndarray:
+  """uint8 HxW / HxWx{1,2,3,4} -> HxWx`channels` for a model: transparency is composited over
+  white (what a person sees), where `to_channels` drops it as PIL's convert does."""
+  image = np.asarray(image)
+  if image.dtype != np.uint8:
+    raise TypeError(f"images must be uint8, got {image.dtype}")
+  if image.ndim == 3 and image.shape[-1] == 1:
+    image = image[..., 0]
+  if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[-1] not in (2, 3, 4)):
+    raise ValueError(f"expected an HxW or HxWx{{1,2,3,4}} image, got shape {image.shape}")
+  if channels not in _PIL_MODE:
+    raise ValueError(f"models with {channels} input channels are not supported (1, 3 or 4)")
+  pil = Image.fromarray(image)
+  if pil.mode in ("LA", "RGBA") and channels != 4:
+    white = Image.new("RGBA", pil.size, (255, 255, 255, 255))
+    pil = Image.alpha_composite(white, pil.convert("RGBA"))
+  out = np.asarray(pil.convert(_PIL_MODE[channels]))
+  return out[..., None] if out.ndim == 2 else out
+
+
+def resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
+  """Bicubic resize of (H, W, C); 8-bit L/RGB goes through PIL exactly as officially.
+
+  Other dtypes and channel counts are resized channel by channel in PIL's float mode
+  (same kernel, no rounding to 8 bits).
+  """
+  if image.shape[:2] == (height, width):
+    return image
+  if image.dtype == np.uint8 and image.shape[-1] in (1, 3):
+    pil = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
+    out = np.asarray(pil.resize((width, height), Image.Resampling.BICUBIC))
+    return out.reshape(height, width, image.shape[-1])
+  channels = [
+      np.asarray(Image.fromarray(image[..., c].astype(np.float32), mode="F").resize(
+          (width, height), Image.Resampling.BICUBIC)) for c in range(image.shape[-1])]
+  return np.stack(channels, axis=-1)
+
+
+def to_float(image: np.ndarray, top: float | None = None) -> np.ndarray:
+  """Scales [0, top] (default: the range of the stored dtype, 255 or 65535) to [-1, 1]."""
+  top = float(np.iinfo(image.dtype).max) if top is None else top
+  return np.clip(image.astype(np.float32) * (2.0 / top) - 1.0, -1.0, 1.0)

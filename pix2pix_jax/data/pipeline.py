@@ -20,9 +20,9 @@ import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
 
+from pix2pix_jax.data import image_io
 from pix2pix_jax.data import transforms
 from pix2pix_jax.data.datasets import folder
-from pix2pix_jax.data import image_io
 from pix2pix_jax.data.datasets import official
 from pix2pix_jax.data.datasets import pairs
 from pix2pix_jax.data.datasets import synthetic

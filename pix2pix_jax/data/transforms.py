@@ -8,7 +8,8 @@ Resizing is PIL BICUBIC, as torchvision does on the PIL images of the official c
 import dataclasses
 
 import numpy as np
-from PIL import Image
+
+from pix2pix_jax.data import image_io
 
 PREPROCESS = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none")
 SIZE_MODES = ("reflect", "zeros", "resize")
@@ -77,29 +78,6 @@ def draw(rng: np.random.Generator | None, height: int, width: int, spec: Spec) -
   return Params(y=y, x=x, flip=flip)
 
 
-def resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
-  """Bicubic resize of (H, W, C); 8-bit L/RGB goes through PIL exactly as officially.
-
-  Other dtypes and channel counts are resized channel by channel in PIL's float mode
-  (same kernel, no rounding to 8 bits).
-  """
-  if image.shape[:2] == (height, width):
-    return image
-  if image.dtype == np.uint8 and image.shape[-1] in (1, 3):
-    pil = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
-    out = np.asarray(pil.resize((width, height), Image.Resampling.BICUBIC))
-    return out.reshape(height, width, image.shape[-1])
-  channels = [
-      np.asarray(Image.fromarray(image[..., c].astype(np.float32), mode="F").resize(
-          (width, height), Image.Resampling.BICUBIC)) for c in range(image.shape[-1])]
-  return np.stack(channels, axis=-1)
-
-
-def to_float(image: np.ndarray, top: float) -> np.ndarray:
-  """Scales [0, top] (the range of the stored dtype, 255 or 65535) to [-1, 1]."""
-  return np.clip(image.astype(np.float32) * (2.0 / top) - 1.0, -1.0, 1.0)
-
-
 def fit_multiple(image: np.ndarray, spec: Spec) -> np.ndarray:
   """Pads (bottom/right, so [:h, :w] crops back) or resizes to a multiple of spec.multiple.
 
@@ -111,7 +89,7 @@ def fit_multiple(image: np.ndarray, spec: Spec) -> np.ndarray:
   if h % m == 0 and w % m == 0:
     return image
   if spec.size_mode == "resize":
-    return resize(image, max(m, round(h / m) * m), max(m, round(w / m) * m))
+    return image_io.resize(image, max(m, round(h / m) * m), max(m, round(w / m) * m))
   pad = ((0, -h % m), (0, -w % m), (0, 0))
   if spec.size_mode == "zeros":
     return np.pad(image, pad)
@@ -129,12 +107,12 @@ def preprocess(images: list[np.ndarray], params: Params, spec: Spec
   for image in images:
     top = float(np.iinfo(image.dtype).max)
     h, w = resized_shape(image.shape[0], image.shape[1], spec)
-    image = resize(image, h, w)
+    image = image_io.resize(image, h, w)
     if _crops(spec):
       image = image[params.y:params.y + spec.crop_size, params.x:params.x + spec.crop_size]
     if params.flip:
       image = image[:, ::-1]
-    out.append(to_float(image, top))
+    out.append(image_io.to_float(image, top))
   shape = out[0].shape[:2]
   return [np.ascontiguousarray(fit_multiple(img, spec)) for img in out], shape
 
@@ -143,6 +121,18 @@ def restore(image: np.ndarray, shape: tuple[int, int], spec: Spec) -> np.ndarray
   """Undoes `fit_multiple` on a network output: crop back or resize back to `shape`."""
   h, w = shape
   if spec.size_mode == "resize":
-    return resize(image.astype(np.float32), h, w)
+    return image_io.resize(image.astype(np.float32), h, w)
   return image[:h, :w]
 
+
+def pad_to_multiple(image: np.ndarray, multiple: int) -> tuple[np.ndarray, tuple[slice, slice]]:
+  """Reflect-pads H and W (split evenly around the image) up to multiples of `multiple`.
+
+  Returns the padded image and the slices that crop the original region back out.
+  """
+  h, w = image.shape[:2]
+  pads = [((-n) % multiple) for n in (h, w)]
+  before = [p // 2 for p in pads]
+  padded = np.pad(image, [(before[0], pads[0] - before[0]), (before[1], pads[1] - before[1]),
+                          (0, 0)], mode="reflect")
+  return padded, (slice(before[0], before[0] + h), slice(before[1], before[1] + w))

@@ -1,9 +1,9 @@
 """Trains, evaluates and tabulates a grid of config variants (the paper's ablation tables).
 
-    python -m pix2pix_jax.eval.ablate --grid table1 --dataset facades --steps 2000 --workdir DIR \
+    python -m pix2pix_jax.eval.ablate --grid table1 --config configs/facades.py --steps 2000 --workdir DIR \
         [--row_index I] [--config.<field>=<value> ...]
 
-Each row of `configs/ablations.GRIDS[grid]` is the dataset's config plus the `--config.`
+Each row of `config.ablations.GRIDS[grid]` is the --config file plus the `--config.`
 overrides plus the row's own overrides. Rows train one after another, each in
 DIR/<grid>/<row>/ (rerunning resumes each row as train.py does, and a row already trained
 and evaluated at its last checkpoint is not touched again), and are evaluated on --split
@@ -32,11 +32,11 @@ from ml_collections import config_flags
 from PIL import Image
 from PIL import ImageDraw
 
-from configs import ablations
-from pix2pix_jax.config import validation
+from pix2pix_jax.config import ablations
+from pix2pix_jax.config import base as config_base
 from pix2pix_jax.eval import evaluate as evaluate_lib
-from pix2pix_jax.serving import inference
 from pix2pix_jax.eval import metrics
+from pix2pix_jax.train import checkpoints
 from pix2pix_jax.train import trainer
 
 ROW_FILE = "ablation_row.json"
@@ -51,7 +51,7 @@ def slug(name: str) -> str:
 
 def _latest_step(row_dir: str) -> int | None:
   try:
-    return int(os.path.basename(inference.checkpoint_step_dir(row_dir)))
+    return int(os.path.basename(checkpoints.checkpoint_step_dir(row_dir)))
   except FileNotFoundError:
     return None
 
@@ -67,7 +67,7 @@ def _read_row(row_dir: str) -> dict[str, Any] | None:
 def run_row(config: ml_collections.ConfigDict, name: str, overrides: dict[str, Any],
             row_dir: str, split: str, *, lpips_params: Any = None) -> dict[str, Any]:
   """Trains (or resumes) one row, evaluates its last checkpoint; returns and saves the record."""
-  row_config = validation.with_overrides(config, overrides)
+  row_config = config_base.with_overrides(config, overrides)
   previous = _read_row(row_dir)
   start = time.perf_counter()
   trainer.train_and_evaluate(row_config, row_dir)
@@ -75,7 +75,7 @@ def run_row(config: ml_collections.ConfigDict, name: str, overrides: dict[str, A
   step = _latest_step(row_dir)
   if previous is not None and previous["step"] == step and previous["split"] == split:
     return previous  # Trained and evaluated at this checkpoint already.
-  _, variables = inference.load_generator(row_dir)
+  _, variables = checkpoints.load_generator(row_dir)
   result = evaluate_lib.evaluate(row_config, variables, split, os.path.join(row_dir, EVAL_DIR),
                                  lpips_params=lpips_params)
   record = {
@@ -197,23 +197,11 @@ def run_grid(config: ml_collections.ConfigDict, grid: str, workdir: str, *,
 def define_flags() -> None:
   """Flags are defined only when run as a program, so that the module imports cleanly."""
   flags.DEFINE_enum("grid", None, list(ablations.GRIDS), "Which table to reproduce.")
-  flags.DEFINE_string("dataset", "synthetic",
-                      "configs/<dataset>.py gives the base config (synthetic: configs/default.py).")
   flags.DEFINE_integer("steps", None, "Training steps per row (config.num_train_steps).")
   flags.DEFINE_string("workdir", None, "Rows train in WORKDIR/<grid>/<row>; tables go here.")
   flags.DEFINE_integer("row_index", None, "Train and evaluate only this row (0-based).")
   flags.DEFINE_string("split", "test", "Split to evaluate every row on.")
   flags.DEFINE_integer("figure_images", 4, "Test images (figure rows) in <grid>.png.")
-
-
-def base_config(dataset: str) -> ml_collections.ConfigDict:
-  """The dataset's config file (configs/<dataset>.py); 'synthetic' is configs/default.py."""
-  import importlib  # pylint: disable=g-import-not-at-top
-  module = "default" if dataset == "synthetic" else dataset
-  try:
-    return importlib.import_module(f"configs.{module}").get_config()
-  except ModuleNotFoundError:
-    raise ValueError(f"--dataset {dataset}: no configs/{module}.py") from None
 
 
 def main(argv: list[str]) -> None:
@@ -238,14 +226,9 @@ def main(argv: list[str]) -> None:
 
 
 def run(argv: list[str]) -> None:
-  """Reads --dataset first, so that --config.<field> overrides that dataset's config."""
   define_flags()
-  flags.FLAGS(argv, known_only=True)
-  try:
-    config = base_config(flags.FLAGS.dataset)
-  except ValueError as e:
-    sys.exit(f"error: {e}")
-  config_flags.DEFINE_config_dict("config", config, "The dataset's config (overridable).")
+  config_flags.DEFINE_config_file("config", "configs/default.py",
+                                  "The dataset's config file (overridable with --config.<field>).")
   app.run(main, argv)
 
 

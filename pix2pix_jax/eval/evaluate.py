@@ -28,16 +28,17 @@ import jax.numpy as jnp
 import ml_collections
 from ml_collections import config_flags
 import numpy as np
-from PIL import Image
 
-import configs.default as default_config
-from pix2pix_jax.serving import checkpoint_flags
-from pix2pix_jax.eval import report
-from pix2pix_jax.serving import inference
+from pix2pix_jax.config import base as config_base
+from pix2pix_jax.data import image_io
 from pix2pix_jax.data import pipeline
+from pix2pix_jax.data import transforms
 from pix2pix_jax.eval import lpips as lpips_lib
 from pix2pix_jax.eval import metrics
-from pix2pix_jax.data import transforms
+from pix2pix_jax.eval import report
+from pix2pix_jax.nn import generate as generate_lib
+from pix2pix_jax.serving import checkpoint_flags
+from pix2pix_jax.train import checkpoints
 
 METRICS_FILE = "metrics.json"
 HTML_FILE = "index.html"
@@ -55,15 +56,11 @@ def _json_number(x: float) -> float | None:
   return float(x) if np.isfinite(x) else None
 
 
-def _save_png(image: np.ndarray, path: str) -> None:
-  Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(path)
-
-
-def evaluate(config: ml_collections.ConfigDict, variables: inference.Variables, split: str,
+def evaluate(config: ml_collections.ConfigDict, variables: generate_lib.Variables, split: str,
              output_dir: str, *, eval_mode: bool = False, seed: int = 0, batch_size: int = 8,
              lpips_params: Any = None) -> dict[str, Any]:
   """Writes metrics.json, index.html and images/ into `output_dir`; returns the JSON dict."""
-  generate = inference.make_generate_fn(config, eval_mode)
+  generate = generate_lib.make_generate_fn(config, eval_mode)
   lpips_params = lpips_lib.load_params() if lpips_params is None else lpips_params
   spec = pipeline.spec(config)
   os.makedirs(os.path.join(output_dir, IMAGES_DIR), exist_ok=True)
@@ -71,21 +68,21 @@ def evaluate(config: ml_collections.ConfigDict, variables: inference.Variables, 
   index = 0
   for batch in pipeline.eval_iterator(config, split, batch_size):
     n = len(batch["name"])
-    keys = inference.image_keys(seed, range(index, index + n))
+    keys = generate_lib.image_keys(seed, range(index, index + n))
     fake = np.asarray(generate(variables, jnp.asarray(batch["input"]), keys))
     for k in range(n):
       if not batch["mask"][k]:
         continue  # A copy that fills the last batch.
       shape = tuple(int(s) for s in batch["shape"][k])
-      x, y, out = (inference.to_uint8(transforms.restore(a[k], shape, spec))
+      x, y, out = (image_io.to_uint8(transforms.restore(a[k], shape, spec))
                    for a in (batch["input"], batch["target"], fake))
-      values = metrics.all_metrics(inference.to_float(out)[None], inference.to_float(y)[None],
+      values = metrics.all_metrics(image_io.to_float(out)[None], image_io.to_float(y)[None],
                                    lpips_params)
       stem = _file_stem(index + k, batch["name"][k])
       record: dict[str, Any] = {"index": index + k, "name": str(batch["name"][k])}
       for role, image in (("input", x), ("output", out), ("target", y)):
         record[role] = f"{IMAGES_DIR}/{stem}_{role}.png"
-        _save_png(image, os.path.join(output_dir, record[role]))
+        image_io.write_png(os.path.join(output_dir, record[role]), image)
       record.update({m: float(jax.device_get(values[m])[0]) for m in metrics.METRICS})
       records.append(record)
     index += n
@@ -119,16 +116,6 @@ def evaluate(config: ml_collections.ConfigDict, variables: inference.Variables, 
   return result
 
 
-def check_same_architecture(saved: ml_collections.ConfigDict,
-                            requested: ml_collections.ConfigDict) -> None:
-  """Refuses overrides that change the generator's variables (they would not load)."""
-  shapes = lambda c: jax.tree.map(lambda s: (s.shape, s.dtype),
-                                  inference.generator_shapes(c))
-  if shapes(saved) != shapes(requested):
-    raise ValueError("--config.model.* overrides change the generator's shapes; the checkpoint "
-                     "was trained with the architecture in its config")
-
-
 def define_flags() -> None:
   """Flags are defined only when run as a program, so that the module imports cleanly."""
   checkpoint_flags.define()
@@ -140,7 +127,7 @@ def define_flags() -> None:
 
 
 def _step_dir() -> str:
-  return inference.checkpoint_step_dir(checkpoint_flags.path(), flags.FLAGS.step)
+  return checkpoints.checkpoint_step_dir(checkpoint_flags.path(), flags.FLAGS.step)
 
 
 def main(argv: list[str]) -> None:
@@ -149,8 +136,8 @@ def main(argv: list[str]) -> None:
   if f.output is None:
     sys.exit("error: --output is required")
   try:
-    config, variables = inference.load_generator(_step_dir())
-    check_same_architecture(config, f.config)
+    config, variables = checkpoints.load_generator(_step_dir())
+    checkpoints.check_same_architecture(config, f.config)
     result = evaluate(f.config, variables, f.split, f.output, eval_mode=f.eval_mode,
                       seed=f.seed, batch_size=f.batch_size)
   except (FileNotFoundError, KeyError, ValueError) as e:
@@ -162,10 +149,10 @@ def run(argv: list[str]) -> None:
   """Reads the checkpoint's config first, so that --config.<field> overrides it."""
   define_flags()
   flags.FLAGS(argv, known_only=True)
-  config = default_config.base_config()  # Without a checkpoint: for --help; main() refuses.
+  config = config_base.base_config()  # Without a checkpoint: for --help; main() refuses.
   if checkpoint_flags.given():
     try:
-      config = inference.load_config(_step_dir())
+      config = checkpoints.load_config(_step_dir())
     except (FileNotFoundError, ValueError) as e:
       sys.exit(f"error: {e}")
   config_flags.DEFINE_config_dict("config", config, "The checkpoint's config (overridable).")

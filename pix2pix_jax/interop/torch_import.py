@@ -30,10 +30,11 @@ import ml_collections
 from ml_collections import config_flags
 import numpy as np
 
-import configs.default as default_config
-from pix2pix_jax.train import checkpoints
-from pix2pix_jax.nn import models
+from pix2pix_jax.config import base as config_base
 from pix2pix_jax.interop import torch_pth
+from pix2pix_jax.nn import models
+from pix2pix_jax.train import checkpoints
+from pix2pix_jax.train import optimizers
 from pix2pix_jax.train import state as train_state_lib
 
 Variables = dict[str, Any]
@@ -228,7 +229,7 @@ def convert(g_pth: str, output: str, config: ml_collections.ConfigDict, *,
   g_sd = torch_pth.load_state_dict(g_pth)
   config = model_config_from(g_sd, config, **architecture)
   g_vars = generator_from_torch(g_sd, config.model)
-  g_tx, d_tx = train_state_lib.make_optimizers(config, max(config.num_train_steps, 1))
+  g_tx, d_tx = optimizers.make_optimizers(config, max(config.num_train_steps, 1))
   state = jax.jit(lambda: train_state_lib.create_train_state(config, g_tx, d_tx))()
   state = state.replace(g_params=g_vars["params"], g_batch_stats=g_vars.get("batch_stats", {}))
   if d_pth is not None:
@@ -247,7 +248,7 @@ def convert(g_pth: str, output: str, config: ml_collections.ConfigDict, *,
 def define_flags() -> None:
   """Flags are defined only when run as a program, so that the module imports cleanly."""
   config_flags.DEFINE_config_dict(
-      "config", default_config.base_config(),
+      "config", config_base.base_config(),
       "Non-architecture settings to store with the checkpoint (data.*, loss.*, ...).")
   flags.DEFINE_string("pth", None, "The official generator, e.g. latest_net_G.pth.",
                       required=True)

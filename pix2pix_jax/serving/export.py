@@ -31,9 +31,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from pix2pix_jax.serving import checkpoint_flags
-from pix2pix_jax.serving import inference
+from pix2pix_jax.nn import generate as generate_lib
 from pix2pix_jax.nn import models
+from pix2pix_jax.serving import checkpoint_flags
+from pix2pix_jax.train import checkpoints
 
 STABLEHLO_FILE = "generator.stablehlo"
 SAVED_MODEL_DIR = "saved_model"
@@ -51,14 +52,14 @@ def export_generator(config: ml_collections.ConfigDict) -> models.UNetGenerator:
   return models.make_generator(model)
 
 
-def eval_fn(config: ml_collections.ConfigDict, variables: inference.Variables
+def eval_fn(config: ml_collections.ConfigDict, variables: generate_lib.Variables
             ) -> Callable[[jax.Array], jax.Array]:
   """images -> G(images) in eval mode, the variables closed over (they become constants)."""
   generator = export_generator(config)
   return lambda images: generator.apply(variables, images, train=False)
 
 
-def export_stablehlo(config: ml_collections.ConfigDict, variables: inference.Variables,
+def export_stablehlo(config: ml_collections.ConfigDict, variables: generate_lib.Variables,
                      platforms: Sequence[str] = PLATFORMS) -> jax_export.Exported:
   """The generator lowered once for shapes (b, m*h, m*w, input_nc), m = 2**num_downs."""
   m = 2**config.model.num_downs
@@ -67,7 +68,7 @@ def export_stablehlo(config: ml_collections.ConfigDict, variables: inference.Var
   return jax_export.export(jax.jit(eval_fn(config, variables)), platforms=tuple(platforms))(spec)
 
 
-def save_saved_model(config: ml_collections.ConfigDict, variables: inference.Variables,
+def save_saved_model(config: ml_collections.ConfigDict, variables: generate_lib.Variables,
                      path: str, size: int) -> None:
   """A TF SavedModel of the generator for [batch, size, size, input_nc] images."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
@@ -102,8 +103,8 @@ def export_all(checkpoint: str, output_dir: str, *, step: int | None = None,
   """Writes the requested artifacts and export.json; returns export.json's contents."""
   if export_format not in FORMATS:
     raise ValueError(f"--format must be one of {FORMATS}")
-  step_dir = inference.checkpoint_step_dir(checkpoint, step)
-  config, variables = inference.load_generator(step_dir)
+  step_dir = checkpoints.checkpoint_step_dir(checkpoint, step)
+  config, variables = checkpoints.load_generator(step_dir)
   m = config.model
   os.makedirs(output_dir, exist_ok=True)
   info: dict[str, Any] = {

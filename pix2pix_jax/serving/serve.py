@@ -28,8 +28,11 @@ import ml_collections
 import numpy as np
 from PIL import Image
 
+from pix2pix_jax.data import image_io
+from pix2pix_jax.nn import generate as generate_lib
 from pix2pix_jax.serving import checkpoint_flags
 from pix2pix_jax.serving import inference
+from pix2pix_jax.train import checkpoints
 
 STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".css": "text/css; charset=utf-8",
@@ -98,13 +101,13 @@ class Demo:
 
   def __init__(self, checkpoint: str, step: int | None = None, *, eval_mode: bool = False,
                seed: int = 0):
-    self.step_dir = inference.checkpoint_step_dir(checkpoint, step)
-    self.config, self.variables = inference.load_generator(self.step_dir)
+    self.step_dir = checkpoints.checkpoint_step_dir(checkpoint, step)
+    self.config, self.variables = checkpoints.load_generator(self.step_dir)
     self.step = int(os.path.basename(self.step_dir))
     self.eval_mode = eval_mode
     self.seed = seed
     self.size = int(self.config.data.crop_size)
-    self._generate = inference.make_generate_fn(self.config, eval_mode)
+    self._generate = generate_lib.make_generate_fn(self.config, eval_mode)
     self._lock = threading.Lock()
     kind = input_kind(self.config)
     blank = np.full((self.size, self.size, 3), 0 if kind == "labels" else 255, np.uint8)
@@ -141,7 +144,7 @@ def decode_image(data: bytes) -> np.ndarray:
   if max(w, h) > MAX_SIDE:
     raise BadRequest(413, f"image {w}x{h} is too large (at most {MAX_SIDE} pixels a side)")
   try:
-    return inference.read_image(io.BytesIO(data))  # type: ignore[arg-type]  # PIL reads files.
+    return image_io.read_image(io.BytesIO(data))  # type: ignore[arg-type]  # PIL reads files.
   except Exception as e:  # pylint: disable=broad-except  # Truncated or corrupt data.
     raise BadRequest(400, f"could not decode the {fmt} image ({e})") from e
 
@@ -160,7 +163,7 @@ def multipart_file(content_type: str, body: bytes) -> bytes:
 
 def encode_png(image: np.ndarray) -> bytes:
   out = io.BytesIO()
-  Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(out, "PNG")
+  image_io.write_png(out, image)
   return out.getvalue()
 
 

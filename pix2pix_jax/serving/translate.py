@@ -14,10 +14,12 @@ import zlib
 
 from absl import app
 from absl import flags
-from PIL import Image
 
+from pix2pix_jax.data import image_io
+from pix2pix_jax.nn import generate as generate_lib
 from pix2pix_jax.serving import checkpoint_flags
 from pix2pix_jax.serving import inference
+from pix2pix_jax.train import checkpoints
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 # Files read and translated at a time, so that a large folder does not fill the memory.
@@ -58,19 +60,19 @@ def translate_files(checkpoint: str, input_path: str, output_dir: str, *, step: 
   """Translates every image of `input_path` into `output_dir`; returns the written paths."""
   files = list_inputs(input_path)
   names = output_names(files)
-  config, variables = inference.load_generator(checkpoint, step)
-  generate = inference.make_generate_fn(config, eval_mode)
+  config, variables = checkpoints.load_generator(checkpoint, step)
+  generate = generate_lib.make_generate_fn(config, eval_mode)
   os.makedirs(output_dir, exist_ok=True)
   written = []
   for start in range(0, len(files), CHUNK):
-    images = [inference.read_image(f) for f in files[start:start + CHUNK]]
+    images = [image_io.read_image(f) for f in files[start:start + CHUNK]]
     outputs = inference.translate(config, variables, images, size_mode=size_mode,
                                   eval_mode=eval_mode, seed=seed, batch_size=batch_size,
                                   image_ids=[file_id(n) for n in names[start:start + CHUNK]],
                                   generate_fn=generate)
     for name, out in zip(names[start:start + CHUNK], outputs):
       path = os.path.join(output_dir, name)
-      Image.fromarray(out[..., 0] if out.shape[-1] == 1 else out).save(path)
+      image_io.write_png(path, out)
       written.append(path)
   return written
 
@@ -80,7 +82,7 @@ def define_flags() -> None:
   checkpoint_flags.define()
   flags.DEFINE_string("input", None, "An image file or a folder of images.", required=True)
   flags.DEFINE_string("output", None, "Folder for the PNG outputs.", required=True)
-  flags.DEFINE_enum("size_mode", "pad", inference.SIZE_MODES,
+  flags.DEFINE_enum("size_mode", "pad", inference.FIT_MODES,
                     "pad: reflect-pad to a multiple of 2**num_downs and crop back; "
                     "resize: resize to the training size and back.")
   flags.DEFINE_bool("eval_mode", False, "Deterministic: no dropout, BatchNorm running averages.")

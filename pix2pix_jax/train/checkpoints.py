@@ -14,12 +14,24 @@ import os
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import orbax.checkpoint as ocp
 
+from pix2pix_jax.config import base as config_base
+from pix2pix_jax.config import validation
+from pix2pix_jax.nn import models
+from pix2pix_jax.train import ema
 from pix2pix_jax.train.state import TrainState
 
+Variables = dict[str, Any]
+
 CHECKPOINT_DIR = "checkpoints"
+# Config fields that decide the shapes in a checkpoint: a resume must not change them.
+ARCHITECTURE_FIELDS = ("model.generator", "model.input_nc", "model.output_nc", "model.ngf",
+                       "model.ndf", "model.num_downs", "model.n_layers_d", "model.norm",
+                       "model.conditional_d", "model.num_d", "model.spectral_norm_d")
+_ABSENT = "<absent>"  # A field the older (or newer) config does not have.
 
 
 def checkpoint_dir(workdir: str) -> str:
@@ -72,3 +84,158 @@ def state_metadata(manager: ocp.CheckpointManager, step: int | None = None) -> A
   """The saved state's tree of array metadata (shape, dtype), read without restoring it."""
   step = manager.latest_step() if step is None else step
   return manager.item_metadata(step)["state"]
+
+
+# --------------------------------------------------------------------------- resuming
+
+
+def _lookup(config: dict[str, Any], dotted: str) -> Any:
+  for part in dotted.split("."):
+    if not isinstance(config, dict) or part not in config:
+      return _ABSENT
+    config = config[part]
+  return config
+
+
+def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+  flat = {}
+  for key, value in config.items():
+    if isinstance(value, dict):
+      flat.update(_flatten(value, f"{prefix}{key}."))
+    else:
+      flat[f"{prefix}{key}"] = value
+  return flat
+
+
+def _describe(diffs: list[str]) -> str:
+  return "; ".join(diffs) + ". Use another --workdir, or the checkpoint's settings."
+
+
+def check_resume_compatible(saved: ml_collections.ConfigDict,
+                            requested: ml_collections.ConfigDict) -> None:
+  """Names the architecture fields that differ between a checkpoint and the config."""
+  saved_dict, requested_dict = saved.to_dict(), requested.to_dict()
+  diffs = [f"{f} (checkpoint {_lookup(saved_dict, f)!r}, config {_lookup(requested_dict, f)!r})"
+           for f in ARCHITECTURE_FIELDS
+           if _lookup(saved_dict, f) != _lookup(requested_dict, f)]
+  if diffs:
+    raise validation.ConfigError(
+        "the checkpoint in the workdir was trained with a different architecture: "
+        + _describe(diffs))
+
+
+def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
+  """{"g_params/down_0/kernel": shape} for a state or orbax's metadata of one."""
+  def name(entry) -> str:
+    for attr in ("key", "name", "idx"):
+      if hasattr(entry, attr):
+        return str(getattr(entry, attr))
+    return str(entry)
+  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+  return {"/".join(name(e) for e in path): tuple(leaf.shape) for path, leaf in leaves}
+
+
+def check_state_shapes(saved_metadata: Any, abstract_state: Any,
+                       saved: ml_collections.ConfigDict,
+                       requested: ml_collections.ConfigDict) -> None:
+  """Catches any config change that alters the state's arrays, named field or not.
+
+  ARCHITECTURE_FIELDS names the usual culprits; this compares the arrays themselves so a
+  field added later (or an optimizer change) cannot slip through into a cryptic orbax
+  error. The message lists the config fields that differ from the checkpoint's.
+  """
+  have, want = _shapes(saved_metadata), _shapes(abstract_state)
+  arrays = [f"{k} (checkpoint {have.get(k, 'missing')}, config {want.get(k, 'missing')})"
+            for k in sorted(set(have) | set(want)) if have.get(k) != want.get(k)]
+  if not arrays:
+    return
+  saved_flat, requested_flat = _flatten(saved.to_dict()), _flatten(requested.to_dict())
+  fields = [f"{f} (checkpoint {saved_flat.get(f, _ABSENT)!r}, "
+            f"config {requested_flat.get(f, _ABSENT)!r})"
+            for f in sorted(set(saved_flat) | set(requested_flat))
+            if saved_flat.get(f, _ABSENT) != requested_flat.get(f, _ABSENT)]
+  raise validation.ConfigError(
+      f"the checkpoint in the workdir holds arrays of other shapes than this config makes "
+      f"({len(arrays)} differ, e.g. {arrays[0]}); config fields that differ from the "
+      f"checkpoint's: " + _describe(fields or ["none"]))
+
+
+# --------------------------------------------------------------------------- reading a trained G
+
+
+def _step_dirs(root: str) -> dict[int, str]:
+  """Completed checkpoints under `root` (orbax names unfinished ones `<step>.orbax-...-tmp`)."""
+  if not os.path.isdir(root):
+    return {}
+  return {int(name): os.path.join(root, name) for name in os.listdir(root)
+          if name.isdigit() and os.path.isdir(os.path.join(root, name, "state"))}
+
+
+def checkpoint_step_dir(path: str, step: int | None = None) -> str:
+  """`path` (a workdir, its checkpoints folder, or one step's folder) -> one step's folder."""
+  path = os.path.abspath(path)
+  if os.path.isdir(os.path.join(path, "state")) and os.path.isdir(os.path.join(path, "config")):
+    return path
+  root = path
+  if os.path.isdir(os.path.join(path, CHECKPOINT_DIR)):
+    root = os.path.join(path, CHECKPOINT_DIR)
+  steps = _step_dirs(root)
+  if not steps:
+    raise FileNotFoundError(f"no checkpoint in {path} (looked for {root}/<step>/state)")
+  if step is None:
+    return steps[max(steps)]
+  if step not in steps:
+    raise FileNotFoundError(f"no checkpoint for step {step} in {root}; steps: {sorted(steps)}")
+  return steps[step]
+
+
+def generator_shapes(config: ml_collections.ConfigDict) -> Variables:
+  """ShapeDtypeStructs of the generator's variables, without computing anything."""
+  m = config.model
+  size = 2**m.num_downs
+  x = jax.ShapeDtypeStruct((1, size, size, m.input_nc), jnp.float32)
+  generator = models.make_generator(m)
+  return jax.eval_shape(lambda x: generator.init(jax.random.key(0), x, train=False), x)
+
+
+def load_config(step_dir: str) -> ml_collections.ConfigDict:
+  """A checkpoint's config, on top of today's defaults (fields added since are filled in)."""
+  saved = ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(
+      os.path.join(step_dir, "config"), args=ocp.args.JsonRestore())
+  config = config_base.base_config()
+  config.update(saved)
+  return config
+
+
+def load_generator(path: str, step: int | None = None
+                   ) -> tuple[ml_collections.ConfigDict, Variables]:
+  """The config and generator variables ({"params", "batch_stats"}) of a checkpoint.
+
+  Only the generator is read: the discriminator and the optimizer states stay on disk.
+  With model.ema_decay > 0 the params are the moving average of the trained ones.
+  """
+  step_dir = checkpoint_step_dir(path, step)
+  config = load_config(step_dir)
+  shapes = generator_shapes(config)
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  field = ema.params_field(config)
+  wanted = {field: shapes["params"]}
+  if shapes.get("batch_stats"):
+    wanted["g_batch_stats"] = shapes["batch_stats"]
+  wanted = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device), wanted)
+  restored = ocp.PyTreeCheckpointer().restore(
+      os.path.join(step_dir, "state"), args=ocp.args.PyTreeRestore(
+          item=wanted, restore_args=ocp.checkpoint_utils.construct_restore_args(wanted),
+          partial_restore=True))
+  return config, {"params": restored[field],
+                  "batch_stats": restored.get("g_batch_stats", {})}
+
+
+def check_same_architecture(saved: ml_collections.ConfigDict,
+                            requested: ml_collections.ConfigDict) -> None:
+  """Refuses overrides that change the generator's variables (they would not load)."""
+  shapes = lambda c: jax.tree.map(lambda s: (s.shape, s.dtype),
+                                  generator_shapes(c))
+  if shapes(saved) != shapes(requested):
+    raise ValueError("--config.model.* overrides change the generator's shapes; the checkpoint "
+                     "was trained with the architecture in its config")

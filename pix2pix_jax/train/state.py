@@ -1,4 +1,4 @@
-"""Everything training changes, as one pytree of arrays, and the optimizers that change it.
+"""Everything training changes, as one pytree of arrays.
 
 Keeping the whole state in arrays (no functions, no Python scalars) lets one `jax.jit` donate
 and shard it, and one orbax call save and restore it, Adam moments included.
@@ -12,7 +12,6 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from pix2pix_jax.train import adam
 from pix2pix_jax.nn import models
 
 PyTree = Any
@@ -32,28 +31,6 @@ class TrainState:
   # model.ema_decay > 0: an exponential moving average of g_params, the weights to evaluate
   # and export (`ema.generator_params`); {} when off, so the state is unchanged in size.
   g_ema_params: PyTree = flax.struct.field(default_factory=dict)
-
-
-def learning_rate_schedule(base_lr: float, config: ml_collections.ConfigDict,
-                           total_steps: int) -> optax.Schedule:
-  """Constant, then linear decay to 0, split in the ratio n_epochs : n_epochs_decay."""
-  epochs = config.n_epochs + config.n_epochs_decay
-  decay_start = round(total_steps * config.n_epochs / epochs) if epochs else 0
-  return optax.join_schedules(
-      [optax.constant_schedule(base_lr),
-       optax.linear_schedule(base_lr, 0.0, max(total_steps - decay_start, 1))],
-      [decay_start])
-
-
-def make_optimizers(config: ml_collections.ConfigDict, total_steps: int
-                    ) -> tuple[optax.GradientTransformationExtraArgs,
-                               optax.GradientTransformationExtraArgs]:
-  """Adam for G and for D (the paper: lr 2e-4, betas 0.5 / 0.999; optim.lr_d for TTUR)."""
-  o = config.optim
-  lr_d = o.lr if o.lr_d < 0 else o.lr_d
-  g_tx = adam.adam(learning_rate_schedule(o.lr, config, total_steps), b1=o.b1, b2=o.b2)
-  d_tx = adam.adam(learning_rate_schedule(lr_d, config, total_steps), b1=o.b1, b2=o.b2)
-  return g_tx, d_tx
 
 
 def init_variables(module: flax.linen.Module, key: jax.Array, *inputs: jax.Array

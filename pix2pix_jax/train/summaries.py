@@ -11,16 +11,16 @@ import os
 from typing import Any, Mapping
 
 import numpy as np
-from PIL import Image
+
+from pix2pix_jax.data import image_io
 
 
-def to_uint8(images: np.ndarray) -> np.ndarray:
+def to_rgb_uint8(images: np.ndarray) -> np.ndarray:
   """[-1, 1] floats to uint8, grayscale repeated to RGB so every panel of a grid is RGB."""
   images = np.asarray(images, np.float32)
   if images.shape[-1] == 1:
     images = np.repeat(images, 3, axis=-1)
-  images = images[..., :3]
-  return np.clip(np.round((images + 1.0) * 127.5), 0, 255).astype(np.uint8)
+  return image_io.to_uint8(images[..., :3])
 
 
 def image_grid(rows: list[list[np.ndarray]], pad: int = 2) -> np.ndarray:
@@ -37,7 +37,7 @@ def image_grid(rows: list[list[np.ndarray]], pad: int = 2) -> np.ndarray:
 
 def sample_grid(inputs: np.ndarray, outputs: np.ndarray, targets: np.ndarray) -> np.ndarray:
   """One row per pair: input | output | target."""
-  inputs, outputs, targets = map(to_uint8, (inputs, outputs, targets))
+  inputs, outputs, targets = map(to_rgb_uint8, (inputs, outputs, targets))
   return image_grid([[a, b, c] for a, b, c in zip(inputs, outputs, targets)])
 
 
@@ -68,7 +68,7 @@ class SummaryWriter:
 
   def image(self, step: int, name: str, image: np.ndarray) -> str:
     path = os.path.join(self._workdir, "samples", f"{name}_step_{step:07d}.png")
-    Image.fromarray(image).save(path)
+    image_io.write_png(path, image)
     if self._tb is not None:
       with self._tb.as_default(step=step):
         self._tf.summary.image(name, image[None])

@@ -10,10 +10,9 @@ any moment leaves the previous complete checkpoint to resume from (see checkpoin
 """
 
 import contextlib
-import functools
 import os
 import time
-from typing import Any, Iterator
+from typing import Iterator
 
 from absl import logging
 import jax
@@ -21,25 +20,20 @@ from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import orbax.checkpoint as ocp
 import tqdm
 
-from pix2pix_jax.train import checkpoints
 from pix2pix_jax.config import validation
-from pix2pix_jax.train import ema
-from pix2pix_jax.serving import inference
 from pix2pix_jax.data import pipeline
+from pix2pix_jax.nn import generate as generate_lib
+from pix2pix_jax.train import checkpoints
+from pix2pix_jax.train import ema
+from pix2pix_jax.train import optimizers
 from pix2pix_jax.train import preemption
+from pix2pix_jax.train import setup
 from pix2pix_jax.train import sharding
-from pix2pix_jax.train import summaries
 from pix2pix_jax.train import state as train_state_lib
-from pix2pix_jax.train import step as train_step_lib
-
-# Config fields that decide the shapes in a checkpoint: a resume must not change them.
-ARCHITECTURE_FIELDS = ("model.generator", "model.input_nc", "model.output_nc", "model.ngf",
-                       "model.ndf", "model.num_downs", "model.n_layers_d", "model.norm",
-                       "model.conditional_d", "model.num_d", "model.spectral_norm_d")
-_ABSENT = "<absent>"  # A field the older (or newer) config does not have.
-
+from pix2pix_jax.train import summaries
 
 class NonFiniteLossError(RuntimeError):
   """Raised with nan_policy=stop; the state was not updated by the bad step."""
@@ -73,77 +67,6 @@ def check_data_paths(config: ml_collections.ConfigDict) -> None:
       what = "does not exist" if not os.path.exists(os.path.expanduser(value)) else (
           "is not a folder")
       raise validation.ConfigError(f"data.{field}={value!r} {what}.")
-
-
-def _lookup(config: dict[str, Any], dotted: str) -> Any:
-  for part in dotted.split("."):
-    if not isinstance(config, dict) or part not in config:
-      return _ABSENT
-    config = config[part]
-  return config
-
-
-def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-  flat = {}
-  for key, value in config.items():
-    if isinstance(value, dict):
-      flat.update(_flatten(value, f"{prefix}{key}."))
-    else:
-      flat[f"{prefix}{key}"] = value
-  return flat
-
-
-def _describe(diffs: list[str]) -> str:
-  return "; ".join(diffs) + ". Use another --workdir, or the checkpoint's settings."
-
-
-def check_resume_compatible(saved: ml_collections.ConfigDict,
-                            requested: ml_collections.ConfigDict) -> None:
-  """Names the architecture fields that differ between a checkpoint and the config."""
-  saved_dict, requested_dict = saved.to_dict(), requested.to_dict()
-  diffs = [f"{f} (checkpoint {_lookup(saved_dict, f)!r}, config {_lookup(requested_dict, f)!r})"
-           for f in ARCHITECTURE_FIELDS
-           if _lookup(saved_dict, f) != _lookup(requested_dict, f)]
-  if diffs:
-    raise validation.ConfigError(
-        "the checkpoint in the workdir was trained with a different architecture: "
-        + _describe(diffs))
-
-
-def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
-  """{"g_params/down_0/kernel": shape} for a state or orbax's metadata of one."""
-  def name(entry) -> str:
-    for attr in ("key", "name", "idx"):
-      if hasattr(entry, attr):
-        return str(getattr(entry, attr))
-    return str(entry)
-  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-  return {"/".join(name(e) for e in path): tuple(leaf.shape) for path, leaf in leaves}
-
-
-def check_state_shapes(saved_metadata: Any, abstract_state: Any,
-                       saved: ml_collections.ConfigDict,
-                       requested: ml_collections.ConfigDict) -> None:
-  """Catches any config change that alters the state's arrays, named field or not.
-
-  ARCHITECTURE_FIELDS names the usual culprits; this compares the arrays themselves so a
-  field added later (or an optimizer change) cannot slip through into a cryptic orbax
-  error. The message lists the config fields that differ from the checkpoint's.
-  """
-  have, want = _shapes(saved_metadata), _shapes(abstract_state)
-  arrays = [f"{k} (checkpoint {have.get(k, 'missing')}, config {want.get(k, 'missing')})"
-            for k in sorted(set(have) | set(want)) if have.get(k) != want.get(k)]
-  if not arrays:
-    return
-  saved_flat, requested_flat = _flatten(saved.to_dict()), _flatten(requested.to_dict())
-  fields = [f"{f} (checkpoint {saved_flat.get(f, _ABSENT)!r}, "
-            f"config {requested_flat.get(f, _ABSENT)!r})"
-            for f in sorted(set(saved_flat) | set(requested_flat))
-            if saved_flat.get(f, _ABSENT) != requested_flat.get(f, _ABSENT)]
-  raise validation.ConfigError(
-      f"the checkpoint in the workdir holds arrays of other shapes than this config makes "
-      f"({len(arrays)} differ, e.g. {arrays[0]}); config fields that differ from the "
-      f"checkpoint's: " + _describe(fields or ["none"]))
 
 
 def _is_out_of_memory(error: Exception) -> bool:
@@ -199,6 +122,66 @@ def _nonfinite(pending: list[dict[str, jax.Array]], first_step: int) -> list[tup
           if not m["finite"]]
 
 
+def _check_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+  validation.validate(config)
+  check_data_paths(config)
+  ensure_writable_workdir(workdir)
+  if config.batch_size % jax.device_count():
+    raise validation.ConfigError(
+        f"batch_size={config.batch_size} must be a multiple of the {jax.device_count()} devices "
+        "it is split over.")
+
+
+def _initial_state(config: ml_collections.ConfigDict, run: setup.Run,
+                   manager: ocp.CheckpointManager, mesh: jax.sharding.Mesh,
+                   workdir: str) -> train_state_lib.TrainState:
+  """The latest checkpoint's state, checked against the config, or a new one."""
+  if manager.latest_step() is None:
+    with _hint_out_of_memory(config, "creating the initial state"):
+      return jax.block_until_ready(run.create_state())
+  saved_config = checkpoints.restore_config(manager)
+  checkpoints.check_resume_compatible(saved_config, config)
+  abstract = checkpoints.abstract_like(jax.eval_shape(run.create_state),
+                                       sharding.replicated(mesh))
+  checkpoints.check_state_shapes(checkpoints.state_metadata(manager), abstract, saved_config,
+                                 config)
+  with _hint_out_of_memory(config, "restoring the checkpoint"):
+    state = checkpoints.restore_state(manager, abstract)
+  if jax.process_index() == 0:
+    print(f"Resumed from step {int(state.step)} in {workdir}", flush=True)
+  return state
+
+
+class _Logger:
+  """Averages the step metrics of each log window and writes them (process 0 only)."""
+
+  def __init__(self, config: ml_collections.ConfigDict, writer: summaries.SummaryWriter | None,
+               bar: tqdm.tqdm, steps_per_epoch: int, total_steps: int, first_step: int):
+    self.config, self.writer, self.bar = config, writer, bar
+    self.steps_per_epoch = steps_per_epoch
+    self.schedule = optimizers.learning_rate_schedule(config.optim.lr, config, total_steps)
+    self.pending: list[dict[str, jax.Array]] = []
+    self.start, self.first_step = time.perf_counter(), first_step
+
+  def log(self, step: int, state: train_state_lib.TrainState) -> None:
+    means = _mean_metrics(self.pending)
+    for bad_step, bad in _nonfinite(self.pending, self.first_step + 1):
+      logging.warning("step %d had a non-finite loss or gradient (G_loss=%s, D_loss=%s); "
+                      "skipped it (nan_policy=skip).", bad_step, bad["G_loss"],
+                      bad.get("D_loss", "n/a"))
+    elapsed = time.perf_counter() - self.start
+    means["images_per_s"] = len(self.pending) * self.config.batch_size / elapsed
+    means["epoch"] = step / self.steps_per_epoch
+    means["learning_rate"] = float(self.schedule(step - 1))
+    means["skipped_steps"] = float(jax.device_get(state.nonfinite_steps))
+    if self.writer:
+      self.writer.scalars(step, means)
+    self.bar.set_postfix({k: f"{means[k]:.3g}" for k in
+                          ("epoch", "D_real", "D_fake", "G_GAN", "G_L1", "images_per_s")
+                          if k in means}, refresh=False)
+    self.pending, self.start, self.first_step = [], time.perf_counter(), step
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        stop: preemption.StopRequest | None = None
                        ) -> train_state_lib.TrainState:
@@ -208,16 +191,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   preemption sync point); it then raises `preemption.Preempted` once the checkpoint is on
   disk.
   """
-  validation.validate(config)
-  check_data_paths(config)
-  ensure_writable_workdir(workdir)
+  _check_config(config, workdir)
   mesh = sharding.make_mesh()
-  if config.batch_size % jax.device_count():
-    raise validation.ConfigError(
-        f"batch_size={config.batch_size} must be a multiple of the {jax.device_count()} devices "
-        "it is split over.")
   is_main = jax.process_index() == 0
-
   if jax.process_count() > 1:
     # Process 0 prepares the dataset alone; the others wait and then read it.
     if is_main:
@@ -225,41 +201,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     multihost_utils.sync_global_devices("dataset prepared")
   steps_per_epoch = pipeline.steps_per_epoch(config)
   total_steps = train_state_lib.total_train_steps(config, steps_per_epoch)
-  g_tx, d_tx = train_state_lib.make_optimizers(config, total_steps)
-  create_state = functools.partial(train_state_lib.create_train_state, config, g_tx, d_tx)
-  replicated = sharding.replicated(mesh)
-
+  run = setup.build(config, mesh, total_steps)
   manager = checkpoints.make_manager(workdir, config.keep_checkpoints)
-  if manager.latest_step() is not None:
-    saved_config = checkpoints.restore_config(manager)
-    check_resume_compatible(saved_config, config)
-    abstract = checkpoints.abstract_like(jax.eval_shape(create_state), replicated)
-    check_state_shapes(checkpoints.state_metadata(manager), abstract, saved_config, config)
-    with _hint_out_of_memory(config, "restoring the checkpoint"):
-      state = checkpoints.restore_state(manager, abstract)
-    if is_main:
-      print(f"Resumed from step {int(state.step)} in {workdir}", flush=True)
-  else:
-    with _hint_out_of_memory(config, "creating the initial state"):
-      state = jax.jit(create_state, out_shardings=replicated)()
-      jax.block_until_ready(state)
+  state = _initial_state(config, run, manager, mesh, workdir)
   start_step = int(jax.device_get(state.step))
 
-  train_step = train_step_lib.jit_train_step(config, mesh, g_tx, d_tx)
   batches = sharding.prefetch_to_devices(pipeline.train_iterator(
       config, start_step=start_step, process_index=jax.process_index(),
       process_count=jax.process_count()), mesh)
   samples = pipeline.sample_pairs(config, config.num_sample_pairs)
   # The sample grids show G as translate would run it: the paper's test mode, EMA weights
   # when training keeps them, a fixed dropout key per pair.
-  generate = inference.make_generate_fn(config)
-  sample_keys = inference.image_keys(config.seed + 1, list(range(len(samples["input"]))))
+  generate = generate_lib.make_generate_fn(config)
+  sample_keys = generate_lib.image_keys(config.seed + 1, list(range(len(samples["input"]))))
   writer = summaries.SummaryWriter(workdir) if is_main else None
-
   bar = tqdm.tqdm(total=total_steps, initial=start_step, disable=not is_main, unit="step",
                   dynamic_ncols=True, desc="train")
-  pending: list[dict[str, jax.Array]] = []
-  window_start, window_first_step = time.perf_counter(), start_step
+  logger = _Logger(config, writer, bar, steps_per_epoch, total_steps, start_step)
   last_checkpoint = manager.latest_step()
   if stop is None:
     stop = preemption.for_this_run(jax.process_count(), jax.distributed.is_initialized())
@@ -269,33 +227,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       if step == start_step + 1:
         # Compiles; blocking once surfaces an out-of-memory error here, with a hint.
         with _hint_out_of_memory(config, "compiling and running the first train step"):
-          state, metrics = train_step(state, next(batches))
+          state, metrics = run.step(state, next(batches))
           jax.block_until_ready(metrics)
       else:
-        state, metrics = train_step(state, next(batches))
-      pending.append(metrics)
+        state, metrics = run.step(state, next(batches))
+      logger.pending.append(metrics)
       bar.update(1)
       last = step == total_steps
       if step % config.log_every_steps == 0 or last:
-        _raise_if_stopping_on_nonfinite(config, pending, window_first_step + 1,
+        _raise_if_stopping_on_nonfinite(config, logger.pending, logger.first_step + 1,
                                         last_checkpoint)
-        means = _mean_metrics(pending)
-        for bad_step, bad in _nonfinite(pending, window_first_step + 1):
-          logging.warning("step %d had a non-finite loss or gradient (G_loss=%s, D_loss=%s); "
-                          "skipped it (nan_policy=skip).", bad_step, bad["G_loss"],
-                          bad.get("D_loss", "n/a"))
-        elapsed = time.perf_counter() - window_start
-        means["images_per_s"] = len(pending) * config.batch_size / elapsed
-        means["epoch"] = step / steps_per_epoch
-        means["learning_rate"] = float(train_state_lib.learning_rate_schedule(
-            config.optim.lr, config, total_steps)(step - 1))
-        means["skipped_steps"] = float(jax.device_get(state.nonfinite_steps))
-        if writer:
-          writer.scalars(step, means)
-        bar.set_postfix({k: f"{means[k]:.3g}" for k in
-                         ("epoch", "D_real", "D_fake", "G_GAN", "G_L1", "images_per_s")
-                         if k in means}, refresh=False)
-        pending, window_start, window_first_step = [], time.perf_counter(), step
+        logger.log(step, state)
       if writer and (step % config.sample_every_steps == 0 or last):
         variables = {"params": ema.generator_params(state, config),
                      "batch_stats": state.g_batch_stats}
@@ -305,7 +247,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       stopping = stop.should_stop(step) and not last
       if step % config.checkpoint_every_steps == 0 or last or stopping:
         # Never checkpoint past a bad step that nan_policy=stop has yet to report.
-        _raise_if_stopping_on_nonfinite(config, pending, window_first_step + 1,
+        _raise_if_stopping_on_nonfinite(config, logger.pending, logger.first_step + 1,
                                         last_checkpoint)
         if checkpoints.save(manager, state, config):
           last_checkpoint = step

@@ -1,21 +1,21 @@
-"""optax.adam's arithmetic and state, with the non-finite-step guard inside, in place.
+"""The optimizers and learning-rate schedules: the paper's Adam for G and for D.
 
-`optax.adam` followed by `where(finite, new, old)` over the state compiles on XLA:CPU into
-copies of both moments plus a parameter update that recomputes them from the old copies
-(XLA duplicates the cheap moment arithmetic into each consumer, so the old moments must
-outlive their in-place update): about 68 bytes of memory traffic per parameter. Here the
-guarded moments are materialised once, behind an optimization barrier, and the parameter
-update reads them: 40 bytes, half the time of the update (82 -> 40 ms for 52 M parameters
-in G's kernel shapes, benchmarks/RESULTS.md); before, the update was a quarter of the
-batch-1 training step.
+`guarded_adam` is optax.adam's arithmetic and state with the non-finite-step guard inside:
+`where(finite, new, old)` over the moments, in place. Done after optax.adam instead, XLA:CPU
+keeps copies of both moments alive across their update; materialising the guarded moments
+once (on CPU, see nn.cpu_lowering) halves the update's memory traffic (benchmarks/RESULTS.md).
 """
+
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import optax
 
+from pix2pix_jax.nn import cpu_lowering
 
-def adam(learning_rate: optax.Schedule, b1: float, b2: float, eps: float = 1e-8
+
+def guarded_adam(learning_rate: optax.Schedule, b1: float, b2: float, eps: float = 1e-8
          ) -> optax.GradientTransformationExtraArgs:
   """Adam with a schedule; `update(grads, state, params, finite=flag)` leaves the state as it
   was where `flag` is false (updates are then garbage: select the params with the same flag).
@@ -36,7 +36,7 @@ def adam(learning_rate: optax.Schedule, b1: float, b2: float, eps: float = 1e-8
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
     mu = keep(optax.tree.update_moment(grads, moments.mu, b1, 1), moments.mu)
     nu = keep(optax.tree.update_moment_per_elem_norm(grads, moments.nu, b2, 2), moments.nu)
-    mu, nu = jax.lax.optimization_barrier((mu, nu))
+    mu, nu = cpu_lowering.materialise((mu, nu))
     count = optax.safe_increment(moments.count)
     mu_hat = optax.tree.bias_correction(mu, b1, count)
     nu_hat = optax.tree.bias_correction(nu, b2, count)
@@ -53,3 +53,25 @@ def adam(learning_rate: optax.Schedule, b1: float, b2: float, eps: float = 1e-8
 def apply(params, updates, finite: jax.Array | bool = True):
   """params + updates where `finite`, params unchanged elsewhere (one fused pass each)."""
   return jax.tree.map(lambda p, u: jnp.where(finite, p + u.astype(p.dtype), p), params, updates)
+
+
+def learning_rate_schedule(base_lr: float, config: ml_collections.ConfigDict,
+                           total_steps: int) -> optax.Schedule:
+  """Constant, then linear decay to 0, split in the ratio n_epochs : n_epochs_decay."""
+  epochs = config.n_epochs + config.n_epochs_decay
+  decay_start = round(total_steps * config.n_epochs / epochs) if epochs else 0
+  return optax.join_schedules(
+      [optax.constant_schedule(base_lr),
+       optax.linear_schedule(base_lr, 0.0, max(total_steps - decay_start, 1))],
+      [decay_start])
+
+
+def make_optimizers(config: ml_collections.ConfigDict, total_steps: int
+                    ) -> tuple[optax.GradientTransformationExtraArgs,
+                               optax.GradientTransformationExtraArgs]:
+  """Adam for G and for D (the paper: lr 2e-4, betas 0.5 / 0.999; optim.lr_d for TTUR)."""
+  o = config.optim
+  lr_d = o.lr if o.lr_d < 0 else o.lr_d
+  g_tx = guarded_adam(learning_rate_schedule(o.lr, config, total_steps), b1=o.b1, b2=o.b2)
+  d_tx = guarded_adam(learning_rate_schedule(lr_d, config, total_steps), b1=o.b1, b2=o.b2)
+  return g_tx, d_tx
