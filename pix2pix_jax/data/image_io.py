@@ -3,10 +3,15 @@
 Every builder decodes through `decode` so that a corrupt, truncated, empty or oversized file
 stops the build (or is skipped) with a message about that file instead of a bare PIL or
 TensorFlow traceback deep inside tfds.
+
+16 bits per sample are kept: PIL reads 16-bit gray losslessly but truncates 16-bit colour
+(RGB, RGBA, gray + alpha) PNG and TIFF to 8 bits, so those are decoded and encoded by OpenCV
+(PIL still reads the header: the size check, the bit depth, the EXIF orientation).
 """
 
 import io
 
+import cv2
 import numpy as np
 from PIL import Image
 from PIL import ImageOps
@@ -19,6 +24,9 @@ _NATIVE_MODES = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4}
 _CONVERTED_MODES = {"1": "L", "La": "LA", "PA": "RGBA", "RGBa": "RGBA", "CMYK": "RGB",
                     "YCbCr": "RGB", "LAB": "RGB", "HSV": "RGB"}
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+_PNG_GRAY_ALPHA = 4  # PNG colour types: 0 gray, 2 RGB, 4 gray + alpha, 6 RGBA.
+_TIFF_BITS_PER_SAMPLE, _TIFF_SAMPLES_PER_PIXEL = 258, 277
+_EXIF_ORIENTATION = 0x0112
 
 
 class BadImageError(ValueError):
@@ -31,7 +39,7 @@ class BadImageError(ValueError):
 
 
 def decode(data: bytes, name: str) -> np.ndarray:
-  """Decodes image bytes to (H, W, C) uint8, or uint16 for 16-bit grayscale.
+  """Decodes image bytes to (H, W, C) uint8, or uint16 for 16-bit files (gray or colour).
 
   Images larger than `PIL.Image.MAX_IMAGE_PIXELS` are refused (PIL only warns below twice
   that), so a decompression bomb never reaches memory.
@@ -45,6 +53,8 @@ def decode(data: bytes, name: str) -> np.ndarray:
         raise BadImageError(
             name, f"refused: {image.width}x{image.height} pixels is more than "
             f"PIL.Image.MAX_IMAGE_PIXELS={limit} (possible decompression bomb)")
+      if is_sixteen_bit_colour(image, data):
+        return _decode_sixteen_bit_colour(data, image, name)
       image.load()
       return _to_array(image, name)
   except BadImageError:
@@ -68,6 +78,37 @@ def read(path, name: str | None = None) -> np.ndarray:
   return decode(data, name)
 
 
+def is_sixteen_bit_colour(image: Image.Image, data: bytes) -> bool:
+  """Whether an opened (not loaded) PNG or TIFF has 16-bit samples and more than one channel:
+  the files PIL would truncate to 8 bits. `data` is the file's bytes (PNG keeps its bit
+  depth in the IHDR chunk, which PIL does not expose)."""
+  if image.format == "PNG":
+    # Signature (8), chunk length (4), b"IHDR", width (4), height (4), bit depth, colour type.
+    return (len(data) > 25 and data[12:16] == b"IHDR" and data[24] == 16
+            and data[25] in (_PNG_GRAY_ALPHA, 2, 6))
+  if image.format == "TIFF":
+    bits = image.tag_v2.get(_TIFF_BITS_PER_SAMPLE, (8,))
+    bits = bits if isinstance(bits, tuple) else (bits,)
+    return image.tag_v2.get(_TIFF_SAMPLES_PER_PIXEL, 1) > 1 and max(bits) == 16
+  return False
+
+
+def _decode_sixteen_bit_colour(data: bytes, image: Image.Image, name: str) -> np.ndarray:
+  """(H, W, C) uint16 through OpenCV, channels in RGB(A) order; gray + alpha stays 2."""
+  array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+  if array is None or array.dtype != np.uint16:
+    raise BadImageError(name, "corrupt or truncated 16-bit image (OpenCV cannot decode it)")
+  if array.ndim == 2:
+    array = array[:, :, None]
+  if array.shape[-1] == 3:
+    array = array[..., ::-1]
+  elif array.shape[-1] == 4:
+    array = array[..., [2, 1, 0, 3]]
+    if image.format == "PNG" and data[25] == _PNG_GRAY_ALPHA:  # OpenCV expands it to BGRA.
+      array = array[..., [0, 3]]
+  return np.ascontiguousarray(array)
+
+
 def _to_array(image: Image.Image, name: str) -> np.ndarray:
   mode = image.mode
   if mode == "P":
@@ -88,13 +129,19 @@ def _to_array(image: Image.Image, name: str) -> np.ndarray:
 
 
 def encode_png(array: np.ndarray, compress_level: int = 1) -> bytes:
-  """Lossless PNG of an (H, W, C) uint8 (C in 1..4) or (H, W, 1) uint16 array.
+  """Lossless PNG of an (H, W, C) uint8 (C in 1..4) or uint16 (C in 1, 3, 4) array.
 
   Low compression: building is then bound by decoding, not zlib.
   """
   if array.dtype == np.uint16:
-    if array.shape[-1] != 1:
-      raise ValueError(f"16-bit PNG needs 1 channel, got shape {array.shape}")
+    if array.shape[-1] not in (1, 3, 4):
+      raise ValueError(f"16-bit PNG needs 1, 3 or 4 channels, got shape {array.shape}")
+    if array.shape[-1] > 1:  # PIL has no 16-bit colour modes; OpenCV writes BGR(A).
+      bgr = array[..., [2, 1, 0, 3][:array.shape[-1]]]
+      ok, buffer = cv2.imencode(".png", bgr, [cv2.IMWRITE_PNG_COMPRESSION, compress_level])
+      if not ok:
+        raise ValueError(f"OpenCV could not encode shape {array.shape} uint16 as PNG")
+      return buffer.tobytes()
     image = Image.fromarray(array[:, :, 0])
   else:
     modes = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
@@ -111,6 +158,21 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
   return np.clip(np.round((np.asarray(image, np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
 
 
+def to_uint16(image: np.ndarray) -> np.ndarray:
+  """[-1, 1] floats (a network's output) to uint16, rounded."""
+  scaled = (np.asarray(image, np.float32) + 1.0) * 32767.5
+  return np.clip(np.round(scaled), 0, 65535).astype(np.uint16)
+
+
+def from_float(image: np.ndarray, dtype: np.dtype) -> np.ndarray:
+  """[-1, 1] floats to `dtype` (uint8 or uint16), the inverse of `to_float`."""
+  if np.dtype(dtype) == np.uint16:
+    return to_uint16(image)
+  if np.dtype(dtype) == np.uint8:
+    return to_uint8(image)
+  raise ValueError(f"images are written as uint8 or uint16, not {np.dtype(dtype)}")
+
+
 def write_png(path, array: np.ndarray, compress_level: int = 6) -> None:
   """Writes an (H, W, C) array as `encode_png` encodes it (path may be a file object)."""
   data = encode_png(array, compress_level)
@@ -123,6 +185,9 @@ def write_png(path, array: np.ndarray, compress_level: int = 6) -> None:
 
 def decode_png(data: bytes, dtype: np.dtype, channels: int) -> np.ndarray:
   """Decodes a PNG this package wrote (see `encode_png`) back to (H, W, channels)."""
+  if np.dtype(dtype) == np.uint16 and channels > 1:
+    array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    return np.ascontiguousarray(array[..., [2, 1, 0, 3][:channels]])
   with Image.open(io.BytesIO(data)) as image:
     array = np.asarray(image).astype(dtype, copy=False)
   return array.reshape(array.shape[0], array.shape[1], channels)
@@ -177,35 +242,72 @@ def to_channels(array: np.ndarray, channels: int) -> np.ndarray:
   return colour
 
 
-def read_image(path: str) -> np.ndarray:
-  """A file as uint8 HxW or HxWxC, upright (EXIF orientation applied), 16-bit gray scaled."""
-  with Image.open(path) as image:
-    image = ImageOps.exif_transpose(image)
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-      return (np.asarray(image, np.float64) / 257.0).clip(0, 255).round().astype(np.uint8)
-    if image.mode not in ("L", "LA", "RGB", "RGBA"):
-      image = image.convert("RGBA")
-    return np.asarray(image)
+# EXIF orientation -> the numpy view that uprights the image (PIL's exif_transpose table).
+_ORIENT = {2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+           5: lambda a: a.transpose(1, 0, 2), 6: lambda a: np.rot90(a, -1),
+           7: lambda a: a[::-1, ::-1].transpose(1, 0, 2), 8: lambda a: np.rot90(a, 1)}
+
+
+def read_image(path, sixteen_bit: bool = False) -> np.ndarray:
+  """A file (or file object) as HxW or HxWxC, upright (EXIF orientation applied).
+
+  uint8, except for 16-bit files (gray, gray + alpha, RGB, RGBA) with `sixteen_bit`, which
+  keep every bit as uint16; without it they are rounded to 8 bits.
+  """
+  if hasattr(path, "read"):
+    data = path.read()
+  else:
+    with open(path, "rb") as f:
+      data = f.read()
+  with Image.open(io.BytesIO(data)) as image:
+    if is_sixteen_bit_colour(image, data):
+      array = _decode_sixteen_bit_colour(data, image, str(path))
+      array = np.ascontiguousarray(
+          _ORIENT.get(image.getexif().get(_EXIF_ORIENTATION), lambda a: a)(array))
+    else:
+      image = ImageOps.exif_transpose(image)
+      if image.mode not in _SIXTEEN_BIT_MODES:
+        if image.mode not in ("L", "LA", "RGB", "RGBA"):
+          image = image.convert("RGBA")
+        return np.asarray(image)
+      array = np.clip(np.asarray(image), 0, 65535).astype(np.uint16)
+  if sixteen_bit:
+    return array
+  return np.round(array / 257.0).astype(np.uint8)
 
 
 def flatten_for_model(image: np.ndarray, channels: int) -> np.ndarray:
-  """uint8 HxW / HxWx{1,2,3,4} -> HxWx`channels` for a model: transparency is composited over
-  white (what a person sees), where `to_channels` drops it as PIL's convert does."""
+  """uint8 or uint16 HxW / HxWx{1,2,3,4} -> HxWx`channels` of the same dtype for a model:
+  transparency is composited over white (what a person sees), where `to_channels` drops it
+  as PIL's convert does."""
   image = np.asarray(image)
-  if image.dtype != np.uint8:
-    raise TypeError(f"images must be uint8, got {image.dtype}")
+  if image.dtype not in (np.uint8, np.uint16):
+    raise TypeError(f"images must be uint8 or uint16, got {image.dtype}")
   if image.ndim == 3 and image.shape[-1] == 1:
     image = image[..., 0]
   if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[-1] not in (2, 3, 4)):
     raise ValueError(f"expected an HxW or HxWx{{1,2,3,4}} image, got shape {image.shape}")
   if channels not in _PIL_MODE:
     raise ValueError(f"models with {channels} input channels are not supported (1, 3 or 4)")
+  if image.dtype == np.uint16:
+    return _flatten_sixteen_bit(image, channels)
   pil = Image.fromarray(image)
   if pil.mode in ("LA", "RGBA") and channels != 4:
     white = Image.new("RGBA", pil.size, (255, 255, 255, 255))
     pil = Image.alpha_composite(white, pil.convert("RGBA"))
   out = np.asarray(pil.convert(_PIL_MODE[channels]))
   return out[..., None] if out.ndim == 2 else out
+
+
+def _flatten_sixteen_bit(image: np.ndarray, channels: int) -> np.ndarray:
+  """`flatten_for_model` for uint16, in numpy (PIL has no 16-bit colour modes)."""
+  image = image[..., None] if image.ndim == 2 else image
+  if image.shape[-1] in (2, 4) and channels != 4:
+    top = 65535.0
+    alpha = image[..., -1:].astype(np.float64) / top
+    colour = image[..., :-1].astype(np.float64) * alpha + top * (1.0 - alpha)
+    image = np.round(colour).astype(np.uint16)
+  return to_channels(image, channels)
 
 
 def resize(image: np.ndarray, height: int, width: int) -> np.ndarray:

@@ -1,7 +1,8 @@
 """Evaluates a generator on a dataset split: L1, PSNR, SSIM and LPIPS per image and on average.
 
     python -m pix2pix_jax.eval.evaluate --workdir DIR --split test --output OUT \
-        [--eval_mode] [--seed N] [--batch_size N] [--config.<field>=<value> ...]
+        [--eval_mode] [--seed N] [--batch_size N] [--output_bits 8|16|same] \
+        [--config.<field>=<value> ...]
 
 The config is the checkpoint's; `--config.` overrides change where and how the data is read
 (data.manual_dir, data.data_dir, ...), never the network's shapes. Writes OUT/metrics.json
@@ -11,7 +12,8 @@ The config is the checkpoint's; `--config.` overrides change where and how the d
 Outputs come from G in the paper's test mode by default (dropout on, each image's own
 BatchNorm statistics, noise fixed by --seed), or in eval mode with --eval_mode. They are
 compared with the targets at the resolution the input pipeline gives at test time (for the
-official datasets, 256x256 as the official test.py), after both are rounded to 8 bits: the
+official datasets, 256x256 as the official test.py), after both are rounded to --output_bits
+(default "same": 16 bits where the dataset's input side is stored in 16, else 8): the
 metrics are those of the PNGs written. Conventions of each metric: `pix2pix_jax.eval.metrics`.
 """
 
@@ -38,6 +40,7 @@ from pix2pix_jax.eval import metrics
 from pix2pix_jax.eval import report
 from pix2pix_jax.nn import generate as generate_lib
 from pix2pix_jax.serving import checkpoint_flags
+from pix2pix_jax.serving import inference
 from pix2pix_jax.train import checkpoints
 
 METRICS_FILE = "metrics.json"
@@ -56,10 +59,17 @@ def _json_number(x: float) -> float | None:
   return float(x) if np.isfinite(x) else None
 
 
+def _input_dtype(config: ml_collections.ConfigDict) -> np.dtype:
+  """The dtype the dataset stores the network's input side in (uint8 or uint16)."""
+  side = "image_b" if config.data.direction == "BtoA" else "image_a"
+  return np.dtype(pipeline.builder(config.data).info.features[side].np_dtype)
+
+
 def evaluate(config: ml_collections.ConfigDict, variables: generate_lib.Variables, split: str,
              output_dir: str, *, eval_mode: bool = False, seed: int = 0, batch_size: int = 8,
-             lpips_params: Any = None) -> dict[str, Any]:
+             lpips_params: Any = None, output_bits: int | str = "same") -> dict[str, Any]:
   """Writes metrics.json, index.html and images/ into `output_dir`; returns the JSON dict."""
+  dtype = inference.output_dtype(output_bits, _input_dtype(config))
   generate = generate_lib.make_generate_fn(config, eval_mode)
   lpips_params = lpips_lib.load_params() if lpips_params is None else lpips_params
   spec = pipeline.spec(config)
@@ -74,7 +84,7 @@ def evaluate(config: ml_collections.ConfigDict, variables: generate_lib.Variable
       if not batch["mask"][k]:
         continue  # A copy that fills the last batch.
       shape = tuple(int(s) for s in batch["shape"][k])
-      x, y, out = (image_io.to_uint8(transforms.restore(a[k], shape, spec))
+      x, y, out = (image_io.from_float(transforms.restore(a[k], shape, spec), dtype)
                    for a in (batch["input"], batch["target"], fake))
       values = metrics.all_metrics(image_io.to_float(out)[None], image_io.to_float(y)[None],
                                    lpips_params)
@@ -100,7 +110,7 @@ def evaluate(config: ml_collections.ConfigDict, variables: generate_lib.Variable
           "psnr": "dB on [0, 1] images (data range 1); null = infinite (exact match)",
           "ssim": "Gaussian 11x11, sigma 1.5, K1 0.01, K2 0.03, on [0, 1], channel mean",
           "lpips": "AlexNet LPIPS v0.1 (lower is closer)",
-          "images": "outputs and targets rounded to 8 bits, as the PNGs",
+          "images": f"outputs and targets rounded to {8 * dtype.itemsize} bits, as the PNGs",
           "fid": "not computed: a set statistic needing Inception weights; unreliable on "
                  "test sets of ~100 images"},
       images=[{k: (_json_number(v) if k in metrics.METRICS else v) for k, v in r.items()}
@@ -124,6 +134,8 @@ def define_flags() -> None:
   flags.DEFINE_bool("eval_mode", False, "Deterministic: no dropout, BatchNorm running averages.")
   flags.DEFINE_integer("seed", 0, "Dropout noise seed (the default test mode).")
   flags.DEFINE_integer("batch_size", 8, "Images per generator call.")
+  flags.DEFINE_enum("output_bits", "same", inference.OUTPUT_BITS,
+                    "Bits per sample of the images written and scored; same: the dataset's.")
 
 
 def _step_dir() -> str:
@@ -139,7 +151,7 @@ def main(argv: list[str]) -> None:
     config, variables = checkpoints.load_generator(_step_dir())
     checkpoints.check_same_architecture(config, f.config)
     result = evaluate(f.config, variables, f.split, f.output, eval_mode=f.eval_mode,
-                      seed=f.seed, batch_size=f.batch_size)
+                      seed=f.seed, batch_size=f.batch_size, output_bits=f.output_bits)
   except (FileNotFoundError, KeyError, ValueError) as e:
     sys.exit(f"error: {e}")
   print(json.dumps({m: result[m] for m in metrics.METRICS} | {"images": result["num_images"]}))

@@ -1,4 +1,4 @@
-"""The trained generator as a function of uint8 images: load it, then translate images.
+"""The trained generator as a function of 8- or 16-bit images: load it, translate images.
 
     config, variables = checkpoints.load_generator("workdirs/facades")  # pix2pix_jax.train
     outputs = inference.translate(config, variables, [np.asarray(Image.open("a.jpg"))])
@@ -6,7 +6,8 @@
 Test-time behaviour is the paper's by default (pix2pix_jax.nn.generate): dropout on, each
 image's own BatchNorm statistics, a dropout key folded from the seed and the image's position
 in the input, so outputs do not depend on the batch size or on the other images.
-`eval_mode=True` is the deterministic alternative.
+`eval_mode=True` is the deterministic alternative. uint16 images keep their 16 bits on the
+way in (scaled to [-1, 1] from 65535); outputs are written in `output_bits`.
 """
 
 from typing import Callable, Iterable, Sequence
@@ -23,12 +24,25 @@ from pix2pix_jax.nn.generate import Variables
 
 # How translate fits an image to the network: pad to a multiple of 2**num_downs, or resize.
 FIT_MODES = ("pad", "resize")
+# Bits per sample of the outputs: 8, 16, or the input's ("same").
+OUTPUT_BITS = ("8", "16", "same")
 
 
-def _resize_uint8(image: np.ndarray, height: int, width: int) -> np.ndarray:
-  """image_io.resize, rounded back to uint8 where it resized in float (RGBA, gray + alpha)."""
+def output_dtype(output_bits: int | str, input_dtype: np.dtype) -> np.dtype:
+  """The dtype an output is written in: uint8, uint16, or the input's for "same"."""
+  if str(output_bits) not in OUTPUT_BITS:
+    raise ValueError(f"output_bits must be one of {OUTPUT_BITS}, got {output_bits!r}")
+  if str(output_bits) == "same":
+    return np.dtype(input_dtype)
+  return np.dtype(np.uint16 if str(output_bits) == "16" else np.uint8)
+
+
+def _resize_int(image: np.ndarray, height: int, width: int) -> np.ndarray:
+  """image_io.resize, rounded back to the image's integer dtype where it resized in float."""
   out = image_io.resize(image, height, width)
-  return out if out.dtype == np.uint8 else np.clip(np.round(out), 0, 255).astype(np.uint8)
+  if out.dtype == image.dtype:
+    return out
+  return np.clip(np.round(out), 0, np.iinfo(image.dtype).max).astype(image.dtype)
 
 
 def _batches(indices: list[int], batch_size: int) -> Iterable[list[int]]:
@@ -40,9 +54,10 @@ def translate(config: ml_collections.ConfigDict, variables: Variables,
               images: Sequence[np.ndarray] | np.ndarray, *, size_mode: str = "pad",
               eval_mode: bool = False, seed: int = 0, batch_size: int = 8,
               image_ids: Sequence[int] | None = None,
-              generate_fn: Callable[[Variables, jax.Array, jax.Array], jax.Array] | None = None
-              ) -> list[np.ndarray]:
-  """uint8 images of any sizes and channel counts -> uint8 HxWx`output_nc` outputs, same sizes.
+              generate_fn: Callable[[Variables, jax.Array, jax.Array], jax.Array] | None = None,
+              output_bits: int | str = "same") -> list[np.ndarray]:
+  """uint8/uint16 images of any sizes and channel counts -> HxWx`output_nc` outputs, same
+  sizes, in `output_bits` (8, 16, or "same": each input's own depth).
 
   size_mode "pad": reflect-pad to a multiple of 2**num_downs, crop the output back (keeps the
   pixel scale; in test mode the mirrored border also enters the BatchNorm statistics).
@@ -60,6 +75,7 @@ def translate(config: ml_collections.ConfigDict, variables: Variables,
   ids = list(range(len(images))) if image_ids is None else list(image_ids)
   if len(ids) != len(images):
     raise ValueError(f"{len(ids)} image_ids for {len(images)} images")
+  dtypes = [output_dtype(output_bits, np.asarray(image).dtype) for image in images]
   prepared, crops = [], []
   for image in images:
     x = image_io.flatten_for_model(image, m.input_nc)
@@ -70,7 +86,7 @@ def translate(config: ml_collections.ConfigDict, variables: Variables,
       size = config.data.crop_size
       if size % multiple:
         raise ValueError(f"data.crop_size {size} is not a multiple of 2**num_downs={multiple}")
-      x = _resize_uint8(x, size, size)
+      x = _resize_int(x, size, size)
     prepared.append(x)
     crops.append(crop)
 
@@ -85,9 +101,9 @@ def translate(config: ml_collections.ConfigDict, variables: Variables,
       keys = generate_lib.image_keys(seed, [ids[i] for i in filled])
       y = np.asarray(generate(variables, jnp.asarray(x), keys))
       for i, out in zip(batch, y):
-        out = image_io.to_uint8(out)
+        out = image_io.from_float(out, dtypes[i])
         if size_mode == "pad":
           outputs[i] = out[crops[i]]
         else:
-          outputs[i] = _resize_uint8(out, *crops[i])
+          outputs[i] = _resize_int(out, *crops[i])
   return outputs  # type: ignore[return-value]

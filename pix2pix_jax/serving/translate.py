@@ -1,11 +1,15 @@
 """Translates images with a trained generator: one PNG per input, named after it.
 
     python -m pix2pix_jax.serving.translate --workdir DIR --input IMG_OR_FOLDER --output FOLDER \
-        [--size_mode pad|resize] [--eval_mode] [--seed N] [--batch_size N] [--step N]
+        [--size_mode pad|resize] [--eval_mode] [--seed N] [--batch_size N] [--step N] \
+        [--output_bits 8|16|same] [--tile SIZE --overlap PIXELS]
 
 `--checkpoint PATH` (a checkpoints folder or one step's folder) replaces --workdir. Any size
-and aspect ratio, grayscale/RGB/RGBA inputs; outputs have the inputs' sizes. By default the
-paper's test mode (dropout on, per-image BatchNorm statistics); --eval_mode is deterministic.
+and aspect ratio, grayscale/RGB/RGBA inputs, 8 or 16 bits per sample (16-bit PNG and TIFF keep
+all their bits); outputs have the inputs' sizes and, by default, their bit depth. By default
+the paper's test mode (dropout on, per-image BatchNorm statistics); --eval_mode is
+deterministic. --tile translates each image in overlapping SIZE x SIZE tiles, blended
+(`pix2pix_jax.serving.tiling`): any image size in bounded memory.
 """
 
 import os
@@ -19,6 +23,7 @@ from pix2pix_jax.data import image_io
 from pix2pix_jax.nn import generate as generate_lib
 from pix2pix_jax.serving import checkpoint_flags
 from pix2pix_jax.serving import inference
+from pix2pix_jax.serving import tiling
 from pix2pix_jax.train import checkpoints
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -56,21 +61,37 @@ def file_id(name: str) -> int:
 
 def translate_files(checkpoint: str, input_path: str, output_dir: str, *, step: int | None = None,
                     size_mode: str = "pad", eval_mode: bool = False, seed: int = 0,
-                    batch_size: int = 8) -> list[str]:
-  """Translates every image of `input_path` into `output_dir`; returns the written paths."""
+                    batch_size: int = 8, output_bits: int | str = "same",
+                    tile: int | None = None, overlap: int = 0) -> list[str]:
+  """Translates every image of `input_path` into `output_dir`; returns the written paths.
+
+  With `tile`, one image at a time in tiles (size_mode does not apply: tiles keep the
+  pixel scale)."""
   files = list_inputs(input_path)
   names = output_names(files)
   config, variables = checkpoints.load_generator(checkpoint, step)
+  if tile is not None:
+    tiling.check_tiles(config, tile, overlap)
+  inference.output_dtype(output_bits, "uint8")  # A bad value fails before any work.
   generate = generate_lib.make_generate_fn(config, eval_mode)
   os.makedirs(output_dir, exist_ok=True)
   written = []
-  for start in range(0, len(files), CHUNK):
-    images = [image_io.read_image(f) for f in files[start:start + CHUNK]]
-    outputs = inference.translate(config, variables, images, size_mode=size_mode,
-                                  eval_mode=eval_mode, seed=seed, batch_size=batch_size,
-                                  image_ids=[file_id(n) for n in names[start:start + CHUNK]],
-                                  generate_fn=generate)
-    for name, out in zip(names[start:start + CHUNK], outputs):
+  chunk = 1 if tile is not None else CHUNK
+  for start in range(0, len(files), chunk):
+    images = [image_io.read_image(f, sixteen_bit=True) for f in files[start:start + chunk]]
+    ids = [file_id(n) for n in names[start:start + chunk]]
+    if tile is not None:
+      outputs = [tiling.translate_tiled(
+          config, variables, images[0], tile=tile, overlap=overlap, eval_mode=eval_mode,
+          seed=seed, image_id=ids[0], batch_size=batch_size, output_bits=output_bits,
+          generate_fn=generate)]
+    else:
+      outputs = inference.translate(config, variables, images, size_mode=size_mode,
+                                    eval_mode=eval_mode, seed=seed, batch_size=batch_size,
+                                    image_ids=ids, generate_fn=generate,
+                                    output_bits=output_bits)
+    del images
+    for name, out in zip(names[start:start + chunk], outputs):
       path = os.path.join(output_dir, name)
       image_io.write_png(path, out)
       written.append(path)
@@ -87,7 +108,13 @@ def define_flags() -> None:
                     "resize: resize to the training size and back.")
   flags.DEFINE_bool("eval_mode", False, "Deterministic: no dropout, BatchNorm running averages.")
   flags.DEFINE_integer("seed", 0, "Dropout noise seed (the default test mode).")
-  flags.DEFINE_integer("batch_size", 8, "Images per generator call.")
+  flags.DEFINE_integer("batch_size", 8, "Images (or tiles) per generator call.")
+  flags.DEFINE_enum("output_bits", "same", inference.OUTPUT_BITS,
+                    "Bits per sample of the PNGs written; same: each input's.")
+  flags.DEFINE_integer("tile", None, "Translate in SIZE x SIZE tiles (a multiple of "
+                       "2**num_downs), blended: for images of any size.")
+  flags.DEFINE_integer("overlap", 64, "Pixels neighbouring tiles share (with --tile; a "
+                       "multiple of 2**num_downs, below the tile size).")
 
 
 def main(argv: list[str]) -> None:
@@ -96,7 +123,8 @@ def main(argv: list[str]) -> None:
   try:
     written = translate_files(
         checkpoint_flags.path(), f.input, f.output, step=f.step, size_mode=f.size_mode,
-        eval_mode=f.eval_mode, seed=f.seed, batch_size=f.batch_size)
+        eval_mode=f.eval_mode, seed=f.seed, batch_size=f.batch_size,
+        output_bits=f.output_bits, tile=f.tile, overlap=f.overlap)
   except (FileNotFoundError, ValueError) as e:
     sys.exit(f"error: {e}")
   print(f"wrote {len(written)} image(s) to {f.output}")

@@ -4,8 +4,9 @@ Layouts (`path` is data.path):
   path/{train,val,test}/*.png       side by side, A left; splits from the subfolders
   path/{train,val,test}/{A,B}/*     A and B apart, paired by file name without extension
   path/*.png or path/{A,B}/*        no split folders: a seeded `val_fraction` is held out
-Any size, aspect ratio and mode (1-bit, gray, gray+alpha, palette, RGB, RGBA, CMYK,
-16-bit gray); each side is stored with the fewest channels that hold all its files.
+Any size, aspect ratio and mode (1-bit, gray, gray+alpha, palette, RGB, RGBA, CMYK, 16-bit
+gray, gray+alpha, RGB and RGBA PNG/TIFF); each side is stored with the fewest channels and
+bits that hold all its files (16 bits if any file has them).
 A tfds config is named after the folder plus a hash of its path and file listing, so two
 folders (or a folder whose files changed) never share a data_dir entry.
 """
@@ -45,19 +46,32 @@ def _layout_files(folder: epath.Path, paired: bool) -> list[epath.Path]:
 
 def _format(modes: list[str]) -> pairs.Format:
   """The fewest channels and bits that hold every mode of one side."""
-  sixteen = any(m.startswith("I") for m in modes)
+  sixteen = any(m.startswith("I") or m.endswith(_SIXTEEN) for m in modes)
+  modes = [m.removesuffix(_SIXTEEN) for m in modes]
   counts = [1 if m.startswith("I") else _CHANNELS.get(m, 4 if m == "P+alpha" else 3)
             for m in modes]
   alpha = any(c in (2, 4) for c in counts)
   colour = any(c in (3, 4) for c in counts)
   channels = (3 if colour else 1) + alpha
-  return ("uint16" if sixteen and channels == 1 else "uint8", channels)
+  if sixteen and channels == 2:
+    channels = 4  # 16-bit PNG has gray + alpha, but the encoder (OpenCV) does not write it.
+  return ("uint16" if sixteen else "uint8", channels)
+
+
+# Marks a mode whose file has 16-bit colour samples (PIL's mode names only 8-bit colour).
+_SIXTEEN = ";16"
+_HEADER_BYTES = 32  # Enough for a PNG's IHDR (its bit depth).
 
 
 def _mode(path: epath.Path) -> str | None:
-  """The PIL mode from the header; None if unreadable (the build reports it then)."""
+  """The PIL mode from the header, + ";16" for 16-bit colour; None if unreadable (the build
+  reports it then)."""
   try:
+    with open(path, "rb") as f:
+      header = f.read(_HEADER_BYTES)
     with Image.open(path) as image:
+      if image_io.is_sixteen_bit_colour(image, header):
+        return image.mode + _SIXTEEN
       if image.mode == "P" and "transparency" in image.info:
         return "P+alpha"
       return image.mode
