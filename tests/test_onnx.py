@@ -95,3 +95,16 @@ def test_test_mode_needs_onnx(trained_workdir, tmp_path):
     export.export_all(trained_workdir, str(tmp_path), export_format="stablehlo",
                       test_mode=True)
 
+
+
+def test_inference_benchmark_onnx_side_smoke(tmp_path):
+  """benchmarks/inference.py's ONNX Runtime side exports and times both graphs."""
+  result = subprocess.run(
+      [sys.executable, os.path.join(REPO, "benchmarks", "inference.py"), "onnx", "--smoke",
+       "--batch_size", "2", "--steps", "2", "--warmup", "1", "--onnx_dir", str(tmp_path)],
+      cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  records = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+  assert [(r["side"], r["mode"]) for r in records] == [("onnxruntime", "eval"),
+                                                         ("onnxruntime", "test")]
+  assert all(r["images_per_s"] > 0 for r in records)
