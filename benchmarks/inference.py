@@ -26,7 +26,7 @@ from pix2pix_jax.nn import models  # noqa: E402
 
 def run_one(args: argparse.Namespace, mode: str, batch_size: int, dtype: str) -> dict:
   c = train_step_bench.paper_config(args, batch_size, dtype)
-  generator = models.make_generator(c.model)
+  generator = models.make_generator(c.model, train_step_bench.parts_for(args))
   size = c.data.crop_size
   x = jax.random.uniform(jax.random.key(1), (batch_size, size, size, c.model.input_nc),
                          jnp.float32, -1.0, 1.0)
@@ -50,7 +50,7 @@ def run_one(args: argparse.Namespace, mode: str, batch_size: int, dtype: str) ->
   times, others, cpus = common.time_calls(lambda: compiled(variables, x, key), args.steps,
                                           args.warmup)
   record = {"benchmark": "inference", "mode": mode, "batch_size": batch_size, "dtype": dtype,
-            "image_size": size, "upsample": c.model.upsample, "smoke": args.smoke,
+            "image_size": size, "impl": args.impl, "smoke": args.smoke,
             "steps": args.steps, "compile_s": compile_s, "loadavg_before": load_before,
             "loadavg_after": common.loadavg()}
   record.update(common.timing_summary(times, others, batch_size, cpus))
@@ -74,8 +74,7 @@ def main() -> None:
   p.add_argument("--steps", type=int, default=10)
   p.add_argument("--warmup", type=int, default=2)
   p.add_argument("--size", type=int, default=256)
-  p.add_argument("--upsample", default="auto", help="model.upsample")
-  p.add_argument("--down_impl", default="auto", help="model.downsample")
+  p.add_argument("--impl", default="auto", help="convolutions (train_step.py --impl)")
   p.add_argument("--smoke", action="store_true", help="tiny generator at 32x32")
   p.add_argument("--out", default=None, help="also append the JSON lines to this file")
   args = p.parse_args()

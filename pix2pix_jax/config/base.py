@@ -54,14 +54,6 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.norm = "batch"  # batch | instance | none
   c.model.dropout_rate = 0.5
   c.model.conditional_d = True  # D sees concat(x, y); False: y alone (unconditional GAN).
-  # How 4x4 stride-2 (transposed) convolutions are computed; same parameters and function,
-  # different speed (benchmarks/layers_bench.py). auto picks per layer.
-  c.model.upsample = "auto"  # auto | phase | gemm | s2d | conv_transpose (lax)
-  c.model.downsample = "auto"  # auto | gemm | lax_gemm_dw | s2d | lax
-  # D's 4x4 stride-1 convolutions: auto | direct | winograd (F(4x4, 4x4): 5.2x fewer
-  # multiplications, float32 rounding up to ~3e-5 of the largest value; auto uses it on CPU
-  # for wide float32 layers with >= 64 output tiles: D's conv_3 at 256x256).
-  c.model.stride1_conv = "auto"
   c.model.dtype = "float32"  # Compute dtype: float32 | bfloat16 (params stay float32).
   # Successors' tricks (issue 7); the defaults are the paper's networks.
   c.model.num_d = 1  # PatchGANs on 1x, 1/2x, 1/4x... inputs (pix2pixHD multi-scale D).

@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from pix2pix_jax.nn import conv
 from pix2pix_jax.nn import generate as generate_lib
 from pix2pix_jax.nn import models
 from pix2pix_jax.serving import checkpoint_flags
@@ -44,12 +45,10 @@ PLATFORMS = ("cpu", "cuda", "tpu")
 
 
 def export_generator(config: ml_collections.ConfigDict) -> models.UNetGenerator:
-  """G with XLA's own (transposed) convolutions: every backend optimises those, and they take
-  symbolic shapes, where the CPU-tuned `auto` choice compares concrete sizes. Same parameters,
-  same function."""
-  model = ml_collections.ConfigDict(config.model.to_dict())
-  model.upsample, model.downsample = "conv_transpose", "lax"
-  return models.make_generator(model)
+  """G with lax's own convolutions on every platform (conv.PLAIN): the runtime that loads the
+  export optimises those, and they take symbolic shapes, where the CPU forms are chosen from
+  concrete sizes. Same parameters, same function."""
+  return models.make_generator(config.model, conv.PLAIN)
 
 
 def eval_fn(config: ml_collections.ConfigDict, variables: generate_lib.Variables

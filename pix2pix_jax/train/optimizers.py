@@ -6,7 +6,6 @@ keeps copies of both moments alive across their update; materialising the guarde
 once (on CPU, see nn.cpu_lowering) halves the update's memory traffic (benchmarks/RESULTS.md).
 """
 
-
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -36,7 +35,9 @@ def guarded_adam(learning_rate: optax.Schedule, b1: float, b2: float, eps: float
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
     mu = keep(optax.tree.update_moment(grads, moments.mu, b1, 1), moments.mu)
     nu = keep(optax.tree.update_moment_per_elem_norm(grads, moments.nu, b2, 2), moments.nu)
-    mu, nu = cpu_lowering.materialise((mu, nu))
+    # On CPU the guarded moments are materialised once (cpu_lowering.materialise).
+    mu, nu = jax.lax.platform_dependent((mu, nu), cpu=cpu_lowering.materialise,
+                                        default=lambda moments: moments)
     count = optax.safe_increment(moments.count)
     mu_hat = optax.tree.bias_correction(mu, b1, count)
     nu_hat = optax.tree.bias_correction(nu, b2, count)
