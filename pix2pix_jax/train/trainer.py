@@ -234,8 +234,10 @@ def _after_validation(config: ml_collections.ConfigDict, state: train_state_lib.
 
 
 def _check_eval_split(config: ml_collections.ConfigDict) -> None:
+  if config.eval_every_steps <= 0:
+    return
   splits = pipeline.builder(config.data).info.splits
-  if config.eval_every_steps > 0 and config.data.eval_split not in splits:
+  if config.data.eval_split not in splits:
     raise validation.ConfigError(
         f"data.eval_split={config.data.eval_split!r}: {config.data.name} has no such split "
         f"(has {', '.join(splits)}); validation (eval_every_steps > 0) needs one.")
