@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 
-import jax
 import numpy as np
 import pytest
 import reliability_helpers as rh
