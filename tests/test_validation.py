@@ -132,3 +132,37 @@ def test_ranked_metrics_rank_higher_is_better_and_nan_last():
   assert checkpoints.ranked_metrics({"l1": 0.25, "psnr": 20.0}, "psnr", True)["rank"] == 20.0
   assert checkpoints.ranked_metrics({"l1": float("nan")}, "l1", False)["rank"] == -np.inf
 
+
+
+def test_the_best_is_kept_beside_the_latest_and_survives_a_resume(synthetic_config, tmp_path,
+                                                                   tmp_path_factory):
+  """Scripted validation L1s (0.5, 0.2, 0.4, then 0.3 after a resume): step 8 stays best."""
+  scripted = iter([0.5, 0.2, 0.4, 0.3])
+  value = {}
+
+  def fn(outputs, targets):
+    del targets
+    return {"l1": np.full(outputs.shape[0], value["l1"], np.float32)}
+
+  metric_set = validation_lib.MetricSet(fn=fn, higher_is_better={"l1": False})
+  fields = dict(FIELDS, keep_every_steps=0, eval_num_examples=4)
+  workdir = str(tmp_path)
+  original = validation_lib.validate
+
+  def validate(*args, **kwargs):
+    value["l1"] = next(scripted)
+    return original(*args, **kwargs)
+
+  mp = pytest.MonkeyPatch()
+  mp.setattr(validation_lib, "validate", validate)
+  try:
+    with rh.persistent_compilation_cache(rh.cache_dir(tmp_path_factory)):
+      trainer.train_and_evaluate(rh.tiny_config(synthetic_config, **fields), workdir,
+                                 metric_set=metric_set)
+      assert rh.complete_steps(workdir) == [8, 12]  # The best and the latest.
+      longer = rh.tiny_config(synthetic_config, **dict(fields, num_train_steps=16))
+      trainer.train_and_evaluate(longer, workdir, metric_set=metric_set)  # Resumes at 12.
+  finally:
+    mp.undo()
+  assert rh.complete_steps(workdir) == [8, 16]
+  assert checkpoints.checkpoint_step_dir(workdir, "best").endswith("/8")
