@@ -46,9 +46,9 @@ def runs(synthetic_config, tmp_path_factory):
   mp = pytest.MonkeyPatch()
   save, restore = checkpoints.save, checkpoints.restore_state
 
-  def spy_save(manager, state, config, force=False):
+  def spy_save(manager, state, config, *args, **kwargs):
     saved[int(state.step)] = jax.device_get(state)
-    return save(manager, state, config, force)
+    return save(manager, state, config, *args, **kwargs)
 
   def spy_restore(*args, **kwargs):
     state = restore(*args, **kwargs)

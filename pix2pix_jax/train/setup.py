@@ -30,8 +30,8 @@ class Run(NamedTuple):
 
 
 def build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, total_steps: int,
-          parts: conv.Parts = conv.AUTO) -> Run:
-  g_tx, d_tx = optimizers.make_optimizers(config, total_steps)
+          parts: conv.Parts = conv.AUTO, steps_per_epoch: int | None = None) -> Run:
+  g_tx, d_tx = optimizers.make_optimizers(config, total_steps, steps_per_epoch)
   create = jax.jit(lambda: state_lib.create_train_state(config, g_tx, d_tx),
                    out_shardings=sharding.replicated(mesh))
   return Run(create, step_lib.jit_train_step(config, mesh, g_tx, d_tx, parts), g_tx, d_tx)
