@@ -22,11 +22,11 @@ $(VENV)/.installed: requirements.txt requirements-nodeps.txt
 	touch $@
 
 # tcmalloc (Debian: libtcmalloc-minimal4) where installed: glibc malloc maps and unmaps XLA's
-# large temporaries every step, and the page faults cost JAX ~2x CPU time on weight-bound
-# layers (benchmarks/RESULTS.md). Compare with PyTorch only under the same allocator.
+# large temporaries every step, and the page faults slow weight-bound layers down
+# (benchmarks/RESULTS.md). Compare with PyTorch only under the same allocator.
 TCMALLOC ?= /usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4
 # XLA:CPU's oneDNN convolutions and matmuls (experimental XLA flags, CPU only, ignored by GPU
-# and TPU backends): a 3-8 % faster training step here (benchmarks/RESULTS.md). Not used by
+# and TPU backends): a faster training step here (benchmarks/RESULTS.md). Not used by
 # `make test`, whose persistent compilation cache cannot serialise oneDNN executables;
 # `CPU_XLA_FLAGS=` turns them off.
 CPU_XLA_FLAGS ?= --xla_cpu_use_onednn=true --xla_cpu_experimental_onednn_custom_call=true

@@ -19,6 +19,7 @@ import jax
 from ml_collections import config_flags
 
 from pix2pix_jax.config import validation
+from pix2pix_jax.eval import evaluate
 from pix2pix_jax.train import preemption
 from pix2pix_jax.train import trainer
 
@@ -66,7 +67,10 @@ def main(argv):
   logging.info("JAX devices: %s (process %d of %d)", jax.devices(), jax.process_index(),
                jax.process_count())
   try:
-    trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    config = _CONFIG.value
+    # Validation scores with the evaluate metrics (LPIPS reads its weights: only if used).
+    metric_set = evaluate.metric_set() if config.eval_every_steps > 0 else None
+    trainer.train_and_evaluate(config, _WORKDIR.value, metric_set=metric_set)
   except (validation.ConfigError, trainer.NonFiniteLossError,
           trainer.OutOfMemoryError) as e:
     sys.exit(f"error: {e}")

@@ -3,14 +3,16 @@
 Between two processes the same step on this VM differs by up to 4 % (placement, memory
 layout, neighbours), more than most single optimisations gain; within one process, with the
 variants' steps interleaved, 1 % differences reproduce. Each variant is the paper's
-configuration (as `train_step.py` builds it) with config overrides, built from this tree or
-from another checkout of the project (`name@TREE:...`, e.g. a `git worktree` of the commit
-before a change: its package is imported afresh for that variant, which works because the
-package keeps no module-level state). All are compiled first, then called round-robin on the
-same batch. Prints one JSON line per variant and a table of medians relative to the first.
+configuration (as `train_step.py` builds it) with config overrides and, under the key `impl`,
+forced convolution forms (nn/conv.py; kinds separated by "/"), built from this tree or from
+another checkout of the project (`name@TREE:...`, e.g. a `git worktree` of the commit before a
+change: its package is imported afresh for that variant, which works because the package
+keeps no module-level state; checkouts from before the subpackage layout work too). All are
+compiled first, then called round-robin on the same batch. Prints one JSON line per variant
+and a table of medians relative to the first.
 
   python benchmarks/ab_step.py --batch_size 1 --rounds 30 \\
-      --variant auto: --variant phase:model.upsample=phase
+      --variant auto: --variant gemm:impl=up=gemm/down=gemm
   git worktree add /tmp/base HEAD~1
   python benchmarks/ab_step.py --variant before@/tmp/base: --variant after:
 """
@@ -33,7 +35,6 @@ import numpy as np  # noqa: E402
 import common  # noqa: E402
 # This tree's, for every variant (older checkouts may not have it).
 from pix2pix_jax.config.base import with_overrides  # noqa: E402
-from pix2pix_jax.train import setup
 
 # Modules a variant imports from its own tree.
 _TREE_MODULES = ("pix2pix_jax", "configs", "train_step", "common")
@@ -55,16 +56,26 @@ def parse_variant(text: str) -> tuple[str, str, dict[str, object]]:
 
 
 def import_from(tree: str):
-  """(train_step benchmark module, pix2pix_jax.train.sharding, pix2pix_jax.train.step) of `tree`,
-  freshly imported: earlier variants' modules are dropped from sys.modules first (their
-  compiled steps stay valid)."""
+  """(train_step benchmark module, sharding module, fresh(config, mesh, steps, impl)) of
+  `tree`, freshly imported: earlier variants' modules are dropped from sys.modules first
+  (their compiled steps stay valid)."""
   for mod in list(sys.modules):
     if mod.split(".")[0] in _TREE_MODULES:
       del sys.modules[mod]
   sys.path[:0] = [os.path.join(tree, "benchmarks"), tree]
   try:
-    return tuple(importlib.import_module(m) for m in (
-        "train_step", "pix2pix_jax.train.sharding", "pix2pix_jax.train.step"))
+    bench = importlib.import_module("train_step")
+    try:
+      sharding = importlib.import_module("pix2pix_jax.train.sharding")
+      setup = importlib.import_module("pix2pix_jax.train.setup")
+      conv = importlib.import_module("pix2pix_jax.nn.conv")
+      fresh = lambda c, mesh, steps, impl: setup.fresh(c, mesh, steps,
+                                                       conv.Parts.with_impl(impl))
+    except ModuleNotFoundError:  # A checkout from before the subpackages: impl "auto" only.
+      sharding = importlib.import_module("pix2pix_jax.sharding")
+      step_lib = importlib.import_module("pix2pix_jax.train_step")
+      fresh = lambda c, mesh, steps, impl: step_lib.fresh(c, mesh, steps)
+    return bench, sharding, fresh
   finally:
     del sys.path[:2]
 
@@ -82,17 +93,20 @@ def main() -> None:
   p.add_argument("--smoke", action="store_true")
   p.add_argument("--out", help="append the JSON lines to this file")
   args = p.parse_args()
-  args.upsample, args.down_impl = "auto", "auto"
+  args.impl = "auto"
+  args.upsample, args.down_impl = "auto", "auto"  # What older trees' paper_config reads.
 
   rng = np.random.default_rng(0)
   runs = []
   for text in args.variant:
     name, tree, overrides = parse_variant(text)
-    train_step_bench, sharding, train_step_lib = import_from(tree)
+    train_step_bench, sharding, fresh = import_from(tree)
     mesh = sharding.make_mesh()
+    config_overrides = {k: v for k, v in overrides.items() if k != "impl"}
     c = with_overrides(
-        train_step_bench.paper_config(args, args.batch_size, args.dtype), overrides)
-    state, step, _, _ = setup.fresh(c, mesh, 1000)
+        train_step_bench.paper_config(args, args.batch_size, args.dtype), config_overrides)
+    impl = str(overrides.get("impl", "auto")).replace("/", ",")
+    state, step, _, _ = fresh(c, mesh, 1000, impl)
     shape = (args.batch_size, c.data.crop_size, c.data.crop_size, c.model.input_nc)
     batch = sharding.global_batch(
         {k: rng.uniform(-1, 1, shape).astype(np.float32) for k in ("input", "target")}, mesh)

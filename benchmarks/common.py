@@ -19,8 +19,9 @@ import jax
 # counted by the PyTorch reference (`torch_pix2pix_reference.py flops`): per image.
 REFERENCE_TRAIN_GFLOP_PER_IMAGE = 86.94
 REFERENCE_G_FWD_GFLOP_PER_IMAGE = 12.10
-# 2 cores x 2 FMA pipes x 16 fp32 lanes x 2 FLOP x ~4.25 GHz (this Zen 5 guest).
-DEFAULT_CPU_PEAK_GFLOPS = 544.0
+# float32 FMA lanes a core completes per cycle, by (vendor, family): 2 FMA pipes of 512 bits
+# (Zen 5) or of 256 bits (Zen 3/4, which split AVX-512 in two). Others: from the ISA flags.
+_FMA_LANES_PER_CYCLE = {("AuthenticAMD", 26): 32, ("AuthenticAMD", 25): 16}
 
 
 class OtherCpu:
@@ -129,6 +130,75 @@ def machine() -> dict[str, Any]:
       pass
     info.update(cpu=name, usable_cpus=len(os.sched_getaffinity(0)), allocator=allocator())
   return info
+
+
+def _cpuinfo() -> dict[str, str]:
+  fields: dict[str, str] = {}
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        key, sep, value = line.partition(":")
+        if not sep:
+          break  # The first processor's block is enough.
+        fields.setdefault(key.strip(), value.strip())
+  except OSError:
+    pass
+  return fields
+
+
+def _max_ghz() -> float | None:
+  """The cores' maximum clock where the OS says it (cpufreq; else cpuinfo's current MHz)."""
+  try:
+    with open("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq") as f:
+      return int(f.read()) / 1e6
+  except (OSError, ValueError):
+    pass
+  mhz = _cpuinfo().get("cpu MHz")
+  return float(mhz) / 1e3 if mhz else None
+
+
+def nominal_cpu_peak_gflops() -> dict[str, Any]:
+  """The FMA-bound float32 peak from the CPU's model and clock: cores x lanes per cycle x 2
+  FLOP x GHz; None where the clock cannot be read (VMs often hide it)."""
+  info = _cpuinfo()
+  flags = info.get("flags", "").split()
+  try:
+    key = (info.get("vendor_id", ""), int(info.get("cpu family", "-1")))
+  except ValueError:
+    key = ("", -1)
+  lanes = _FMA_LANES_PER_CYCLE.get(key) or (32 if "avx512f" in flags else
+                                            16 if "fma" in flags else 8)
+  cores, ghz = len(os.sched_getaffinity(0)), _max_ghz()
+  return {"nominal_peak_gflops": cores * lanes * 2 * ghz if ghz else None,
+          "nominal_peak_basis": f"{cores} cores x {lanes} fp32 FMA lanes x 2 x "
+                                f"{f'{ghz:.2f} GHz' if ghz else 'unknown clock'}"}
+
+
+def measured_matmul_gflops(n: int = 3072, repeats: int = 5) -> float:
+  """The best float32 matrix-product rate XLA reaches here: the achievable peak that the
+  benchmarks' fractions are computed against (measured in the same run, since machines of
+  one kind differ in CPU model)."""
+  a = jax.random.normal(jax.random.key(0), (n, n), jax.numpy.float32)
+  matmul = jax.jit(lambda a: a @ a)
+  jax.block_until_ready(matmul(a))
+  best = float("inf")
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    jax.block_until_ready(matmul(a))
+    best = min(best, time.perf_counter() - t0)
+  return 2 * n**3 / best / 1e9
+
+
+def peak(measure: bool = True) -> dict[str, Any]:
+  """This machine's peaks: `peak_gflops` (the measured matrix product; None off CPU, where
+  the benchmarks take --peak_gflops) and the nominal FMA-bound figure where readable."""
+  out: dict[str, Any] = {"peak_gflops": None}
+  if jax.devices()[0].platform == "cpu":
+    out.update(nominal_cpu_peak_gflops())
+    if measure:
+      out["peak_gflops"] = round(measured_matmul_gflops(), 1)
+      out["peak_basis"] = "best float32 3072^3 matrix product through XLA, this run"
+  return out
 
 
 def peak_memory() -> dict[str, Any]:

@@ -11,7 +11,8 @@
 # Every line of the output file is one run's JSON record (the reference's has "what":
 # "train"); a summary follows, with the fraction of the peak in the model's FLOPs (86.94 GFLOP
 # per image, both sides) and in the arithmetic each side executes (XLA's count for JAX, less
-# where Winograd runs; the reference executes the direct algorithm's).
+# where Winograd runs; the reference executes the direct algorithm's). The peak is this
+# machine's, measured by each JAX run (benchmarks/common.py: peak); the CPU model is printed.
 set -euo pipefail
 TORCH_PY=${1:?usage: $0 TORCH_PYTHON REFERENCE_PY [rounds] [out.jsonl]}
 REFERENCE=$(realpath "${2:?usage: $0 TORCH_PYTHON REFERENCE_PY [rounds] [out.jsonl]}")
@@ -35,9 +36,9 @@ for round in $(seq "$ROUNDS"); do
 done
 "$PY" - "$OUT" <<'EOF'
 import json, sys
-print("side        batch  img/s  / PyTorch (same round)  of 544 GFLOP/s (86.94 GFLOP/img)"
-      "  (executed)  others CPU")
-pending = []
+print("side        batch  img/s  / PyTorch (same round)  of peak (86.94 GFLOP/img)"
+      "  (executed)  others CPU  peak GFLOP/s")
+pending, machines = [], set()
 for line in open(sys.argv[1]):
   r = json.loads(line)
   if r.get("what") != "train":
@@ -47,10 +48,14 @@ for line in open(sys.argv[1]):
     flags = "oneDNN" if "onednn" in (j["machine"].get("XLA_FLAGS") or "") else "default"
     print(f"jax {flags:7s} {j['batch_size']:5d}  {j['images_per_s']:5.2f}  "
           f"{j['images_per_s'] / r['images_per_s']:22.2f}  "
-          f"{j['reference_fraction_of_peak']:32.1%}  {j['fraction_of_peak']:10.1%}"
-          f"  {j['others_cpu_frac_max']:10.2f}")
+          f"{j['reference_fraction_of_peak']:26.1%}  {j['fraction_of_peak']:10.1%}"
+          f"  {j['others_cpu_frac_max']:10.2f}  {j['peak_gflops']:12.1f}")
+    machines.add((j["machine"].get("cpu"), j.get("nominal_peak_basis"),
+                  j.get("nominal_peak_gflops")))
   ref = j["reference_gflop_per_image"] * r["images_per_s"] / j["peak_gflops"]  # same counts
   print(f"pytorch     {r['bs']:5d}  {r['images_per_s']:5.2f}  {'':22s}  "
-        f"{ref:32.1%}  {ref:10.1%}  {max(r['others_cpu_frac']):10.2f}")
+        f"{ref:26.1%}  {ref:10.1%}  {max(r['others_cpu_frac']):10.2f}")
   pending = []
+for cpu, basis, nominal in sorted(machines, key=str):
+  print(f"CPU: {cpu}; nominal FMA peak: {basis} = {nominal and round(nominal)} GFLOP/s")
 EOF

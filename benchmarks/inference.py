@@ -61,10 +61,11 @@ def run_jax(args: argparse.Namespace, mode: str, batch_size: int) -> dict:
   import common  # pylint: disable=import-outside-toplevel
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  from pix2pix_jax.nn import conv  # pylint: disable=import-outside-toplevel
   from pix2pix_jax.nn import models  # pylint: disable=import-outside-toplevel
 
   c = paper_config(args)
-  generator = models.make_generator(c.model)
+  generator = models.make_generator(c.model, conv.Parts.with_impl(args.impl))
   x = jax.random.uniform(jax.random.key(1), (batch_size, args.size, args.size, 3),
                          jnp.float32, -1.0, 1.0)
   variables = jax.jit(lambda: generator.init(jax.random.key(0), x[:1], train=False))()
@@ -85,7 +86,7 @@ def run_jax(args: argparse.Namespace, mode: str, batch_size: int) -> dict:
   load_before = common.loadavg()
   times, others, cpus = common.time_calls(lambda: compiled(variables, x, key), steps, warmup)
   record = {"benchmark": "inference", "side": "jax", "mode": mode, "batch_size": batch_size,
-            "image_size": args.size, "steps": steps, "warmup": warmup,
+            "image_size": args.size, "impl": args.impl, "steps": steps, "warmup": warmup,
             "compile_s": compile_s, "loadavg_before": load_before,
             "loadavg_after": common.loadavg()}
   record.update(common.timing_summary(times, others, batch_size, cpus))
@@ -257,6 +258,8 @@ def main() -> None:
   p.add_argument("--steps", type=int, default=None, help="timed calls (default by batch)")
   p.add_argument("--warmup", type=int, default=None)
   p.add_argument("--size", type=int, default=256)
+  p.add_argument("--impl", default="auto",
+                 help="jax: the convolutions (conv.Parts.with_impl: auto, plain, kind=form,...)")
   p.add_argument("--smoke", action="store_true", help="tiny generator at 32x32")
   p.add_argument("--onnx_dir", default=os.path.join(tempfile.gettempdir(), "p2p_onnx_bench"))
   p.add_argument("--torch_python", default="/work/torchvenv/bin/python")

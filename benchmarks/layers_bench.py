@@ -1,6 +1,6 @@
 """Forward + backward time of each 4x4 stride-2 (transposed) convolution of the paper's nets
 (`--kind down/up`), or of D's 4x4 stride-1 ones (`--kind stride1`), for every implementation
-in layers.py, alternated round by round so that load drifts hit all.
+in nn/cpu_lowering.py (the CPU forms), alternated round by round so that load drifts hit all.
 
 Each measurement is one jitted call computing y and (dx, dw) for a random cotangent, i.e. the
 three convolutions training runs per layer. Prints per layer and implementation the median
@@ -29,7 +29,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 import common  # noqa: E402
-from pix2pix_jax.nn import layers  # noqa: E402
+from pix2pix_jax.nn import cpu_lowering  # noqa: E402
 
 # (name, input side, in channels, out channels) of the unet_256 / 70x70 PatchGAN layers.
 DOWN = [("G enc_1", 128, 64, 128), ("G enc_2", 64, 128, 256), ("G enc_3", 32, 256, 512),
@@ -61,10 +61,10 @@ def main() -> None:
 
   pad = ((1, 1), (1, 1))
   tables = {
-      "down": (layers.STRIDED_CONV_IMPLS, DOWN),
-      "up": (layers.TRANSPOSED_CONV_IMPLS, UP),
+      "down": (cpu_lowering.STRIDED_CONV_IMPLS, DOWN),
+      "up": (cpu_lowering.TRANSPOSED_CONV_IMPLS, UP),
       "stride1": ({name: lambda x, k, f=f: f(x, k, pad)
-                   for name, f in layers.STRIDE1_CONV_IMPLS.items()}, STRIDE1),
+                   for name, f in cpu_lowering.STRIDE1_CONV_IMPLS.items()}, STRIDE1),
   }
   kinds = list(tables) if args.kind == "all" else [args.kind]
   if args.impls:

@@ -6,7 +6,7 @@
 #
 # Defaults: 1500 steps, seeds "0 1". Work goes to $WORK (default /tmp/p2p_mixed_precision).
 # $VARIANTS compares other settings the same way, one "name:config_field=value" each, e.g.
-#   VARIANTS="direct:model.stride1_conv=direct winograd:model.stride1_conv=winograd"
+#   VARIANTS="bn:model.norm=batch in:model.norm=instance"
 set -euo pipefail
 MANUAL_DIR=${1:?usage: $0 MANUAL_DIR [steps] [seeds]}
 STEPS=${2:-1500}

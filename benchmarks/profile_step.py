@@ -94,15 +94,14 @@ def main() -> None:
   p.add_argument("--dtype", default="float32")
   p.add_argument("--steps", type=int, default=3)
   p.add_argument("--size", type=int, default=256)
-  p.add_argument("--upsample", default="auto")
-  p.add_argument("--down_impl", default="auto", help="model.downsample")
+  p.add_argument("--impl", default="auto", help="convolutions (train_step.py --impl)")
   p.add_argument("--smoke", action="store_true")
   p.add_argument("--top", type=int, default=30)
   args = p.parse_args()
 
   c = train_step_bench.paper_config(args, args.batch_size, args.dtype)
   mesh = sharding.make_mesh()
-  state, step, _, _ = setup.fresh(c, mesh, 1000)
+  state, step, _, _ = setup.fresh(c, mesh, 1000, train_step_bench.parts_for(args))
   rng = np.random.default_rng(0)
   shape = (args.batch_size, c.data.crop_size, c.data.crop_size, 3)
   batch = sharding.global_batch(

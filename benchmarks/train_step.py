@@ -8,6 +8,9 @@ PyTorch reference's count (86.94 GFLOP per image at 256x256). Two fractions of t
 follow: `fraction_of_peak` by the arithmetic the step executes (how busy the chip is;
 Winograd's layer executes less) and `reference_fraction_of_peak` by the model's 86.94
 GFLOP (model-FLOPs utilisation: what the throughput is worth against the direct algorithm).
+The peak is this machine's, measured in the same run (common.peak: the best float32 matrix
+product through XLA), since machines of one kind differ in CPU model; the nominal FMA-bound
+figure is printed beside it where the clock can be read.
 
   python benchmarks/train_step.py --batch_size 16 --steps 10
   python benchmarks/train_step.py --batch_size 1,4,16 --dtype float32,bfloat16 --out r.jsonl
@@ -35,13 +38,16 @@ def paper_config(args: argparse.Namespace, batch_size: int, dtype: str):
   c.data.crop_size = args.size
   c.batch_size = batch_size
   c.model.dtype = dtype
-  c.model.upsample = args.upsample
-  c.model.downsample = args.down_impl
   if args.smoke:
     c.data.crop_size = 32
     c.model.num_downs = 5
     c.model.ngf = c.model.ndf = 8
   return c
+
+
+def parts_for(args: argparse.Namespace):
+  from pix2pix_jax.nn import conv  # pylint: disable=import-outside-toplevel
+  return conv.Parts.with_impl(args.impl)
 
 
 def run_one(args: argparse.Namespace, batch_size: int, dtype: str) -> dict:
@@ -52,7 +58,7 @@ def run_one(args: argparse.Namespace, batch_size: int, dtype: str) -> dict:
 
   c = paper_config(args, batch_size, dtype)
   mesh = sharding.make_mesh()
-  state, step, _, _ = setup.fresh(c, mesh, 1000)
+  state, step, _, _ = setup.fresh(c, mesh, 1000, parts_for(args))
   rng = np.random.default_rng(0)
   shape = (batch_size, c.data.crop_size, c.data.crop_size, c.model.input_nc)
   batch = sharding.global_batch(
@@ -76,8 +82,7 @@ def run_one(args: argparse.Namespace, batch_size: int, dtype: str) -> dict:
   times, others, cpus = common.time_calls(one_step, args.steps, args.warmup)
   _, metrics = one_step()
   record = {"benchmark": "train_step", "batch_size": batch_size, "dtype": dtype,
-            "image_size": c.data.crop_size, "upsample": c.model.upsample,
-            "down_impl": args.down_impl, "smoke": args.smoke, "steps": args.steps, "warmup": args.warmup,
+            "image_size": c.data.crop_size, "impl": args.impl, "smoke": args.smoke, "steps": args.steps, "warmup": args.warmup,
             "lower_s": t1 - t0, "compile_s": t2 - t0, "xla_compile_s": t2 - t1,
             "finite": float(metrics["finite"]), "loadavg_before": load_before,
             "loadavg_after": common.loadavg()}
@@ -95,13 +100,10 @@ def run_one(args: argparse.Namespace, batch_size: int, dtype: str) -> dict:
     record["reference_gflops_per_s"] = ref_gflops
     record["reference_fraction_of_peak"] = ref_gflops / peak if peak else None
   record["peak_gflops"] = peak
+  record.update(common.nominal_cpu_peak_gflops() if jax.devices()[0].platform == "cpu" else {})
   record.update(common.peak_memory())
   record["machine"] = common.machine()
   return record
-
-
-def default_peak(platform: str) -> float | None:
-  return common.DEFAULT_CPU_PEAK_GFLOPS if platform == "cpu" else None
 
 
 def main() -> None:
@@ -115,10 +117,10 @@ def main() -> None:
   # early call, usually the third: ~4.5 s of page faults once per process (RESULTS.md).
   p.add_argument("--warmup", type=int, default=3, help="untimed steps after compiling")
   p.add_argument("--size", type=int, default=256, help="image side")
-  p.add_argument("--upsample", default="auto", help="model.upsample")
-  p.add_argument("--down_impl", default="auto", help="layers.STRIDED_CONV_IMPLS key")
+  p.add_argument("--impl", default="auto",
+                 help='convolutions: auto, plain, or CPU forms "down=gemm,up=s2d,stride1=direct"')
   p.add_argument("--peak_gflops", type=float, default=None,
-                 help=f"peak for fraction_of_peak; CPU default {common.DEFAULT_CPU_PEAK_GFLOPS}")
+                 help="peak for fraction_of_peak; CPU default: measured in this run")
   p.add_argument("--smoke", action="store_true", help="tiny networks at 32x32 (a quick check)")
   p.add_argument("--out", default=None, help="also append the JSON lines to this file")
   p.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -126,11 +128,12 @@ def main() -> None:
 
   if args.child:
     batch_size, dtype = args.child.split(":")
-    if args.peak_gflops is None:
-      import jax  # pylint: disable=import-outside-toplevel
-      args.peak_gflops = default_peak(jax.devices()[0].platform)
     print("RESULT " + json.dumps(run_one(args, int(batch_size), dtype)), flush=True)
     return
+  peaks = common.peak(measure=args.peak_gflops is None)
+  if args.peak_gflops is None:
+    args.peak_gflops = peaks["peak_gflops"]
+  print("peak: " + ", ".join(f"{k} {v}" for k, v in peaks.items()), flush=True)
 
   if args.batch_size is None:
     import jax  # pylint: disable=import-outside-toplevel
@@ -140,7 +143,7 @@ def main() -> None:
   for dtype in args.dtype.split(","):
     for bs in [int(b) for b in args.batch_size.split(",")]:
       cmd = [sys.executable, os.path.abspath(__file__), "--child", f"{bs}:{dtype}"]
-      for flag in ("steps", "warmup", "size", "upsample", "down_impl", "peak_gflops"):
+      for flag in ("steps", "warmup", "size", "impl", "peak_gflops"):
         if getattr(args, flag) is not None:
           cmd += [f"--{flag}", str(getattr(args, flag))]
       if args.smoke:

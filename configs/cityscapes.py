@@ -12,4 +12,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.batch_size = 1
   c.n_epochs = 100
   c.n_epochs_decay = 100
+  # Validation every 2000 steps (val_<metric> in TensorBoard and metrics.jsonl). No
+  # keep_best: val is the split the paper reports, choosing on it would be tuning on test.
+  c.eval_every_steps = 2000
+  c.eval_num_examples = 200  # Of the val split's images, for speed.
   return c

@@ -20,4 +20,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.batch_size = 1
   c.n_epochs = 100
   c.n_epochs_decay = 100
+  # Validation on the val split every 2000 steps (val_<metric> in TensorBoard and
+  # metrics.jsonl); with the best checkpoint by val L1 kept (--step best).
+  c.eval_every_steps = 2000
+  c.keep_best = "l1"
   return c

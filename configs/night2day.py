@@ -15,4 +15,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.batch_size = 4
   c.n_epochs = 7
   c.n_epochs_decay = 10
+  # Validation on the val split every 2000 steps (val_<metric> in TensorBoard and
+  # metrics.jsonl); with the best checkpoint by val L1 kept (--step best).
+  c.eval_every_steps = 2000
+  c.keep_best = "l1"
   return c

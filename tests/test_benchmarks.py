@@ -27,6 +27,8 @@ def test_train_step_benchmark_smoke():
               "fraction_of_peak", "compile_s"):
     assert record[key] is not None, key
   assert record["batch_size"] == 2 and record["finite"] == 1.0
+  # The peak is this machine's, measured in the run (not a constant of another CPU model).
+  assert record["peak_gflops"] > 0 and "nominal_peak_basis" in record
 
 
 @pytest.mark.parametrize("mode", ["train", "eval"])
@@ -64,13 +66,14 @@ def test_layers_bench_totals():
 
 
 def test_ab_step_smoke():
-  """Variants are config overrides; each gets its own record, relative to the first."""
+  """Variants are config overrides and forced convolution forms; each gets its own record,
+  relative to the first."""
   records = run_script("ab_step.py", "--smoke", "--batch_size", "2", "--rounds", "2",
                        "--warmup", "1", "--variant", "auto:",
-                       "--variant", "phase:model.upsample=phase,model.ngf=4")
-  assert [r["variant"] for r in records] == ["auto", "phase"]
+                       "--variant", "gemm:impl=up=gemm/down=gemm,model.ngf=4")
+  assert [r["variant"] for r in records] == ["auto", "gemm"]
   assert records[0]["relative_to_first"] == 1.0
-  assert records[1]["overrides"] == {"model.upsample": "phase", "model.ngf": 4}
+  assert records[1]["overrides"] == {"impl": "up=gemm/down=gemm", "model.ngf": 4}
   assert all(len(r["samples_s"]) == 2 and r["images_per_s"] > 0 for r in records)
 
 

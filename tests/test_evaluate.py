@@ -82,14 +82,26 @@ def test_evaluate_cli_with_config_overrides(trained_workdir, synthetic_config, t
   _check_outputs(str(out), saved, num_images=100)
 
 
-@pytest.mark.usefixtures("facades_builder")  # Prepares facades in tfds_dir (or skips).
-def test_evaluate_facades_test_split(trained_workdir, tfds_dir, lpips_params, tmp_path):
-  """The real facades test split (106 pairs) from the shared archive."""
+def test_evaluate_facades_test_split(trained_workdir, facades_builder, tfds_dir, lpips_params,
+                                     tmp_path):
+  """The real facades test split (106 pairs) from the shared archive, at 256x256: each
+  output covers the whole test photo resized to 256 (the official test's view, no crop)."""
   config, variables = checkpoints.load_generator(trained_workdir)
   config.data.name = "facades"
   config.data.manual_dir = SHARED_DATA  # Prepared already by facades_builder.
   config.data.data_dir = str(tfds_dir)
+  config.data.direction = "BtoA"
+  config.data.load_size, config.data.crop_size = 286, 256  # The facades training geometry.
   result = evaluate_lib.evaluate(config, variables, "test", str(tmp_path), batch_size=16,
                                  lpips_params=lpips_params)
   _check_outputs(str(tmp_path), result, num_images=106)
   assert result["dataset"] == "facades"
+  source = facades_builder.as_data_source("test")
+  photos = {str(source[i]["name"], "utf-8") if isinstance(source[i]["name"], bytes)
+            else str(source[i]["name"]): source[i]["image_a"] for i in range(3)}
+  for record in result["images"][:3]:
+    images = {role: np.asarray(Image.open(tmp_path / record[role]))
+              for role in ("input", "output", "target")}
+    assert {v.shape for v in images.values()} == {(256, 256, 3)}
+    np.testing.assert_allclose(images["target"],
+                               image_io.resize(photos[record["name"]], 256, 256), atol=1)

@@ -2,7 +2,7 @@
 
 Three independent references: a numpy scatter loop written from the definition
 (out[2i - 1 + k] += x[i] * w[k]), `jax.lax.conv_transpose` with `transpose_kernel=True` (the
-gradient-of-conv convention PyTorch uses), and the lhs-dilated convolution in layers.py.
+gradient-of-conv convention PyTorch uses), and the lhs-dilated convolution in cpu_lowering.py.
 Gradients are compared with those of `lax.conv_transpose` through the same cotangent.
 """
 
@@ -12,14 +12,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pix2pix_jax.nn import layers
+from pix2pix_jax.nn import conv
+from pix2pix_jax.nn import cpu_lowering
 
 # (batch, height, width, in channels, out channels): square and not, odd sizes, 1x1 (the
 # innermost U-Net level), one channel in or out, and 128 channels (their convolutions and
-# input gradients steered to oneDNN on CPU, layers._stride1_conv).
+# input gradients steered to oneDNN on CPU, cpu_lowering._stride1_conv).
 SHAPES = [(2, 4, 4, 3, 5), (1, 3, 5, 8, 2), (3, 1, 1, 16, 4), (1, 6, 2, 1, 7), (2, 5, 7, 4, 1),
           (1, 3, 4, 128, 128)]
-IMPLS = sorted(layers.TRANSPOSED_CONV_IMPLS)
+IMPLS = sorted(cpu_lowering.TRANSPOSED_CONV_IMPLS)
 
 
 def scatter_reference(x: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -65,7 +66,7 @@ def test_lax_reference_matches_definition():
 @pytest.mark.parametrize("shape", SHAPES)
 def test_matches_definition(impl, shape):
   x, k = random_inputs(shape)
-  y = jax.jit(layers.TRANSPOSED_CONV_IMPLS[impl])(x, k)
+  y = jax.jit(cpu_lowering.TRANSPOSED_CONV_IMPLS[impl])(x, k)
   assert y.shape == (shape[0], 2 * shape[1], 2 * shape[2], shape[4])
   assert_close(y, scatter_reference(np.asarray(x, np.float64), np.asarray(k, np.float64)))
 
@@ -81,7 +82,7 @@ def test_gradients_match_lax(impl, shape):
     _, vjp = jax.vjp(fn, x, k)
     return jax.jit(vjp)(cotangent)
 
-  dx, dk = grads(layers.TRANSPOSED_CONV_IMPLS[impl])
+  dx, dk = grads(cpu_lowering.TRANSPOSED_CONV_IMPLS[impl])
   dx_ref, dk_ref = grads(lax_conv_transpose)
   assert_close(dx, dx_ref)
   assert_close(dk, dk_ref)
@@ -91,10 +92,11 @@ def test_gradients_match_lax(impl, shape):
 def test_upconv_bfloat16_close_to_float32(impl):
   """bf16 compute (float32 params) stays within bf16 rounding of the float32 result."""
   x, _ = random_inputs((1, 4, 6, 8, 3))
-  module = layers.UpConv(3, use_bias=True, impl=impl)
-  params = module.init(jax.random.key(0), x)
-  y32 = module.apply(params, x)
-  y16 = layers.UpConv(3, use_bias=True, impl=impl, dtype=jnp.bfloat16).apply(params, x)
+  up = lambda dtype: conv.ConvTranspose(3, (4, 4), strides=(2, 2), padding=((2, 2), (2, 2)),
+                                        impl=f"up={impl}", dtype=dtype)
+  params = up(jnp.float32).init(jax.random.key(0), x)
+  y32 = up(jnp.float32).apply(params, x)
+  y16 = up(jnp.bfloat16).apply(params, x)
   assert y16.dtype == jnp.bfloat16
   np.testing.assert_allclose(np.asarray(y16, np.float32), y32, atol=0.05 * np.abs(y32).max())
 
@@ -105,7 +107,7 @@ STRIDED_SHAPES = [(2, 8, 8, 3, 5), (1, 6, 10, 4, 2), (1, 2, 2, 8, 3), (2, 7, 5, 
                   (1, 9, 9, 1, 1)]
 
 
-@pytest.mark.parametrize("impl", sorted(layers.STRIDED_CONV_IMPLS))
+@pytest.mark.parametrize("impl", sorted(cpu_lowering.STRIDED_CONV_IMPLS))
 @pytest.mark.parametrize("shape", STRIDED_SHAPES)
 def test_strided_conv_matches_lax_with_gradients(impl, shape):
   n, h, w, cin, cout = shape
@@ -116,7 +118,7 @@ def test_strided_conv_matches_lax_with_gradients(impl, shape):
                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
   y_ref, vjp_ref = jax.vjp(reference, x, k)
-  y, vjp = jax.vjp(layers.STRIDED_CONV_IMPLS[impl], x, k)
+  y, vjp = jax.vjp(cpu_lowering.STRIDED_CONV_IMPLS[impl], x, k)
   assert y.shape == y_ref.shape == (n, (h - 2) // 2 + 1, (w - 2) // 2 + 1, cout)
   assert_close(y, y_ref)
   cotangent = jax.random.normal(jax.random.key(4), y.shape, jnp.float32)
@@ -124,23 +126,41 @@ def test_strided_conv_matches_lax_with_gradients(impl, shape):
     assert_close(got, want)
 
 
-def test_down_conv_has_nn_conv_parameters():
-  """DownConv is a drop-in for nn.Conv: same parameter tree, same function."""
+@pytest.mark.parametrize("impl", ["auto", "plain"])
+def test_down_conv_has_nn_conv_parameters(impl):
+  """conv.Conv(4, strides 2, padding 1) is a drop-in for nn.Conv: parameters and function."""
   x, _ = random_inputs((1, 8, 6, 3, 1))
-  conv = nn.Conv(5, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)))
-  params = conv.init(jax.random.key(0), x)
+  args = dict(features=5, kernel_size=(4, 4), strides=(2, 2), padding=((1, 1), (1, 1)))
+  flax_conv = nn.Conv(**args)
+  params = flax_conv.init(jax.random.key(0), x)
   params = jax.tree.map(lambda p: p + 0.1, params)  # a non-zero bias
-  down = layers.conv(5, 4, 2, 1, True, jnp.float32)
-  assert isinstance(down, layers.DownConv)
+  down = conv.Conv(**args, impl=impl)
   assert jax.tree.map(jnp.shape, down.init(jax.random.key(0), x)) == jax.tree.map(
       jnp.shape, params)
-  assert_close(down.apply(params, x), conv.apply(params, x))
+  assert_close(jax.jit(down.apply)(params, x), flax_conv.apply(params, x))
+
+
+@pytest.mark.parametrize("impl", ["auto", "plain"])
+def test_conv_transpose_is_pytorchs_with_nn_conv_transpose_parameters(impl):
+  """conv.ConvTranspose has nn.ConvTranspose's parameters and arguments and computes
+  PyTorch's ConvTranspose2d, which is nn.ConvTranspose's with the kernel flipped in space."""
+  x, k = random_inputs(SHAPES[1], seed=9)
+  args = dict(features=k.shape[-1], kernel_size=(4, 4), strides=(2, 2),
+              padding=((2, 2), (2, 2)))
+  ours = conv.ConvTranspose(**args, impl=impl)
+  params = {"params": {"kernel": k, "bias": jnp.full((k.shape[-1],), 0.1)}}
+  assert jax.tree.map(jnp.shape, ours.init(jax.random.key(0), x)) == jax.tree.map(
+      jnp.shape, nn.ConvTranspose(**args).init(jax.random.key(0), x))
+  y = jax.jit(ours.apply)(params, x)
+  assert_close(y, scatter_reference(np.asarray(x, np.float64), np.asarray(k, np.float64)) + 0.1)
+  flipped = {"params": {"kernel": k[::-1, ::-1], "bias": params["params"]["bias"]}}
+  assert_close(y, nn.ConvTranspose(**args).apply(flipped, x))
 
 
 # (stride, padding, in, out): each way conv_gemm_dw computes the weight gradient: im2col
 # (in < 16), one product per input tap (in >= 16; stride 2 from 128), the shifted cotangent
 # (stride 1, out < in, D's one-logit layer among them; stride 2 with 16 <= in < 128 on the
-# space-to-depth input, odd sizes included), with the phase convolutions' one-sided paddings;
+# space-to-depth input, odd sizes included), and one-sided paddings;
 # the last three have 128 channels or more, so their forward pass and input gradient are
 # steered to oneDNN on CPU (a wider output, cropped).
 GEMM_DW_CASES = [(2, ((1, 1), (1, 1)), 3, 8), (2, ((1, 1), (1, 1)), 16, 8),
@@ -165,14 +185,13 @@ def test_conv_gemm_dw_matches_lax_with_gradients(stride, padding, cin, cout, hei
                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
   y_ref, vjp_ref = jax.vjp(reference, x, k)
-  y, vjp = jax.vjp(lambda x, k: layers.conv_gemm_dw(x, k, stride, padding), x, k)
+  y, vjp = jax.vjp(lambda x, k: cpu_lowering.conv_gemm_dw(x, k, stride, padding), x, k)
   assert_close(y, y_ref)
   cotangent = jax.random.normal(jax.random.key(7), y.shape, jnp.float32)
   for got, want in zip(jax.jit(vjp)(cotangent), jax.jit(vjp_ref)(cotangent)):
     assert_close(got, want)
 
 
-@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the steering is XLA:CPU's")
 @pytest.mark.parametrize("cin,cout,steered", [(128, 136, True), (256, 64, False)])
 def test_wide_stride1_convs_are_steered_past_ynnpack(cin, cout, steered):
   """On CPU, a stride-1 convolution with >= 128 channels each side is issued with an output
@@ -180,7 +199,7 @@ def test_wide_stride1_convs_are_steered_past_ynnpack(cin, cout, steered):
   narrower ones are issued as they are."""
   x = jnp.zeros((1, 8, 8, cin))
   k = jnp.zeros((4, 4, cin, cout))
-  (eqn,) = [e for e in jax.make_jaxpr(lambda x, k: layers.conv_gemm_dw(
+  (eqn,) = [e for e in jax.make_jaxpr(lambda x, k: cpu_lowering.conv_gemm_dw(
       x, k, 1, ((1, 1), (1, 1))))(x, k).jaxpr.eqns if e.primitive.name == "custom_vjp_call"]
   convs = [e for e in eqn.params["call_jaxpr"].jaxpr.eqns
            if e.primitive.name == "conv_general_dilated"]
@@ -190,16 +209,17 @@ def test_wide_stride1_convs_are_steered_past_ynnpack(cin, cout, steered):
 
 @pytest.mark.parametrize("kernel,padding,features", [(4, 1, 8), (4, 1, 1), (1, 0, 5)])
 def test_conv_has_nn_conv_parameters_and_function(kernel, padding, features):
-  """layers.Conv (D's stride-1 layers) is a drop-in for nn.Conv, gradients included."""
+  """conv.Conv (D's stride-1 layers) is a drop-in for nn.Conv, gradients included."""
   x, _ = random_inputs((2, 9, 8, 6, 1), seed=8)
-  conv = nn.Conv(features, (kernel, kernel), padding=((padding, padding), (padding, padding)))
-  params = jax.tree.map(lambda p: p + 0.1, conv.init(jax.random.key(0), x))
-  ours = layers.conv(features, kernel, 1, padding, True, jnp.float32)
-  assert isinstance(ours, layers.Conv)
+  args = dict(features=features, kernel_size=(kernel, kernel),
+              padding=((padding, padding), (padding, padding)))
+  flax_conv = nn.Conv(**args)
+  params = jax.tree.map(lambda p: p + 0.1, flax_conv.init(jax.random.key(0), x))
+  ours = conv.Conv(**args)
   assert jax.tree.map(jnp.shape, ours.init(jax.random.key(0), x)) == jax.tree.map(
       jnp.shape, params)
   loss = lambda module: lambda p: jnp.sum(jnp.sin(module.apply(p, x)))
-  assert_close(ours.apply(params, x), conv.apply(params, x))
+  assert_close(ours.apply(params, x), flax_conv.apply(params, x))
   for got, want in zip(jax.tree.leaves(jax.grad(loss(ours))(params)),
-                       jax.tree.leaves(jax.grad(loss(conv))(params))):
+                       jax.tree.leaves(jax.grad(loss(flax_conv))(params))):
     assert_close(got, want)

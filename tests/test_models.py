@@ -7,7 +7,7 @@ import pytest
 
 import configs.default as default_config
 from pix2pix_jax.nn import models
-from pix2pix_jax.nn import sizes
+from pix2pix_jax.config import sizes
 
 
 def full_size_config(**model):

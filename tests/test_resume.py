@@ -46,9 +46,9 @@ def runs(synthetic_config, tmp_path_factory):
   mp = pytest.MonkeyPatch()
   save, restore = checkpoints.save, checkpoints.restore_state
 
-  def spy_save(manager, state, config, force=False):
+  def spy_save(manager, state, config, *args, **kwargs):
     saved[int(state.step)] = jax.device_get(state)
-    return save(manager, state, config, force)
+    return save(manager, state, config, *args, **kwargs)
 
   def spy_restore(*args, **kwargs):
     state = restore(*args, **kwargs)
@@ -106,7 +106,7 @@ def test_resume_refuses_a_different_architecture_naming_the_field(runs):
 
 def test_any_shape_change_is_caught_even_if_its_field_is_not_listed(runs, monkeypatch):
   """A field another change adds, but nobody lists: the arrays' shapes still give it away."""
-  monkeypatch.setattr(trainer, "ARCHITECTURE_FIELDS", ())
+  monkeypatch.setattr(checkpoints, "ARCHITECTURE_FIELDS", ())
   config = runs["config"].copy_and_resolve_references()
   config.model.ndf = 8
   with pytest.raises(validation.ConfigError,

@@ -7,7 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pix2pix_jax.nn import layers
+from pix2pix_jax.nn import conv
+from pix2pix_jax.nn import cpu_lowering
 from pix2pix_jax.nn import models
 from pix2pix_jax.nn import winograd
 
@@ -72,7 +73,6 @@ def _uses_winograd(fn, *args) -> bool:
   return "f32[49," in str(jax.make_jaxpr(fn)(*args))
 
 
-@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the auto rule is XLA:CPU's")
 @pytest.mark.parametrize("side,winograd_expected", [(32, True), (16, False)])
 def test_auto_uses_winograd_for_wide_layers_with_many_tiles(side, winograd_expected):
   """D's conv_3 at 256x256 (32 -> 31 pixels; here 128 channels each side): 64 tiles, at the
@@ -81,18 +81,17 @@ def test_auto_uses_winograd_for_wide_layers_with_many_tiles(side, winograd_expec
   k = jnp.zeros((4, 4, 128, 128))
   padding = ((1, 1), (1, 1))
   tiles = ((side - 1 + 3) // 4) ** 2
-  assert (tiles >= layers._WINOGRAD_MIN_TILES) == winograd_expected
-  assert _uses_winograd(lambda x, k: layers._conv_auto(x, k, padding), x, k) == winograd_expected
+  assert (tiles >= cpu_lowering._WINOGRAD_MIN_TILES) == winograd_expected
+  assert _uses_winograd(lambda x, k: cpu_lowering._conv_auto(x, k, padding), x, k) == winograd_expected
   assert _uses_winograd(lambda x, k: winograd.conv4x4(x, k, padding), x, k)
-  assert not _uses_winograd(lambda x, k: layers._conv_direct(x, k, padding), x, k)
+  assert not _uses_winograd(lambda x, k: cpu_lowering._conv_direct(x, k, padding), x, k)
 
 
-@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the auto rule is XLA:CPU's")
 def test_auto_keeps_the_direct_convolution_in_bfloat16():
   """Winograd's transforms would round in bfloat16; auto is for float32 layers only."""
   x = jnp.zeros((1, 32, 32, 128), jnp.bfloat16)
   k = jnp.zeros((4, 4, 128, 128), jnp.bfloat16)
-  fn = lambda x, k: layers._conv_auto(x, k, ((1, 1), (1, 1)))
+  fn = lambda x, k: cpu_lowering._conv_auto(x, k, ((1, 1), (1, 1)))
   assert "bf16[49," not in str(jax.make_jaxpr(fn)(x, k))
   assert "bf16[49," in str(jax.make_jaxpr(
       lambda x, k: winograd.conv4x4(x, k, ((1, 1), (1, 1))))(x, k))
@@ -102,8 +101,8 @@ def test_discriminator_with_winograd_matches_direct():
   """The same parameters give the same logits and gradients with either stride-1 impl."""
   x = jax.random.normal(jax.random.key(1), (2, 32, 32, 3), jnp.float32)
   y = jax.random.normal(jax.random.key(2), (2, 32, 32, 3), jnp.float32)
-  direct = models.Discriminator(ndf=8, n_layers=3, stride1_conv="direct")
-  wino = models.Discriminator(ndf=8, n_layers=3, stride1_conv="winograd")
+  direct, wino = (models.Discriminator(ndf=8, n_layers=3, conv=conv.Parts.with_impl(
+      f"stride1={form}").conv) for form in ("direct", "winograd"))
   variables = direct.init(jax.random.key(3), x, y, train=False)
 
   def loss(params, d):

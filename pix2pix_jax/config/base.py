@@ -23,7 +23,14 @@ def base_config() -> ml_collections.ConfigDict:
   c.checkpoint_every_steps = 2000
   c.sample_every_steps = 1000  # PNG grid of input | output | target for fixed val pairs.
   c.num_sample_pairs = 4
-  c.keep_checkpoints = 3
+  c.keep_checkpoints = 3  # The latest ones; keep_best and keep_every_steps keep more.
+  # Validation while training: G in the paper's test mode on data.eval_split (its first
+  # eval_num_examples; -1 all), the evaluate metrics, logged as val_<metric>. 0: off.
+  c.eval_every_steps = 0
+  c.eval_num_examples = -1
+  c.eval_batch_size = 8  # Images per generator call while validating.
+  c.keep_best = ""  # l1 | psnr | ssim | lpips: also keep the best checkpoint by val_<that>.
+  c.keep_every_steps = 0  # > 0: keep the checkpoints at multiples of it forever (snapshots).
   c.nan_policy = "skip"  # A non-finite loss/gradient: skip that step (skip) or stop (stop).
 
   c.data = ml_collections.ConfigDict()
@@ -36,7 +43,12 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.load_size = 286
   c.data.crop_size = 256
   c.data.flip = True
-  c.data.eval_split = "val"  # Split used for sample grids.
+  c.data.eval_split = "val"  # Split used for sample grids and validation.
+  # Test-time resize (evaluate, validation, sample grids): -1 = crop_size, the official
+  # test.py's (whole image, no crop); data.load_size gives resize-then-centre-crop.
+  c.data.test_load_size = -1
+  c.data.max_dataset_size = -1  # Use at most this many training pairs (the first); -1 all.
+  c.data.serial_batches = False  # True: training pairs in stored order, no shuffling.
   c.data.reader = "tf"  # tf (tf.data) | numpy (no TensorFlow at training time).
   c.data.size_mode = "reflect"  # Reach a multiple of 2**num_downs: reflect|zeros pad, resize.
   c.data.on_bad_file = "error"  # error | skip (and log) corrupt or unreadable images.
@@ -54,14 +66,6 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.norm = "batch"  # batch | instance | none
   c.model.dropout_rate = 0.5
   c.model.conditional_d = True  # D sees concat(x, y); False: y alone (unconditional GAN).
-  # How 4x4 stride-2 (transposed) convolutions are computed; same parameters and function,
-  # different speed (benchmarks/layers_bench.py). auto picks per layer.
-  c.model.upsample = "auto"  # auto | phase | gemm | s2d | conv_transpose (lax)
-  c.model.downsample = "auto"  # auto | gemm | lax_gemm_dw | s2d | lax
-  # D's 4x4 stride-1 convolutions: auto | direct | winograd (F(4x4, 4x4): 5.2x fewer
-  # multiplications, float32 rounding up to ~3e-5 of the largest value; auto uses it on CPU
-  # for wide float32 layers with >= 64 output tiles: D's conv_3 at 256x256).
-  c.model.stride1_conv = "auto"
   c.model.dtype = "float32"  # Compute dtype: float32 | bfloat16 (params stay float32).
   # Successors' tricks (issue 7); the defaults are the paper's networks.
   c.model.num_d = 1  # PatchGANs on 1x, 1/2x, 1/4x... inputs (pix2pixHD multi-scale D).
@@ -83,6 +87,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.optim.lr_d = -1.0  # -1: same as lr (set it for TTUR).
   c.optim.b1 = 0.5
   c.optim.b2 = 0.999
+  # linear_per_step: constant for the n_epochs share of the steps, then linear to 0 by the
+  # last step. Or the official per-epoch policies: linear | step | plateau | cosine
+  # (pix2pix_jax.train.optimizers).
+  c.optim.lr_policy = "linear_per_step"
+  c.optim.lr_decay_iters = 50  # lr_policy=step: x0.1 every this many epochs (official name).
   return c
 
 

@@ -10,6 +10,7 @@ from pix2pix_jax.objectives import losses
 
 PREPROCESS_MODES = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none")
 NAN_POLICIES = ("skip", "stop")
+LR_POLICIES = ("linear_per_step", "linear", "step", "plateau", "cosine")
 
 
 class ConfigError(ValueError):
@@ -59,9 +60,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _choice(d.preprocess, "data.preprocess", PREPROCESS_MODES)
   _choice(m.norm, "model.norm", layers.NORMS)
   _choice(m.generator, "model.generator", ("unet", "encoder_decoder"))
-  _choice(m.upsample, "model.upsample", tuple(layers.TRANSPOSED_CONV_IMPLS))
-  _choice(m.downsample, "model.downsample", tuple(layers.STRIDED_CONV_IMPLS))
-  _choice(m.stride1_conv, "model.stride1_conv", tuple(layers.STRIDE1_CONV_IMPLS))
   _choice(m.dtype, "model.dtype", ("float32", "bfloat16"))
   _choice(loss.gan_mode, "loss.gan_mode", tuple(losses.GAN_LOSSES))
   _choice(loss.reconstruction, "loss.reconstruction", tuple(losses.RECONSTRUCTION_LOSSES))
@@ -98,3 +96,32 @@ def validate(config: ml_collections.ConfigDict) -> None:
   for field in ("log_every_steps", "checkpoint_every_steps", "sample_every_steps",
                 "keep_checkpoints"):
     _at_least(config[field], field, 1)
+  _validate_validation_and_schedule(config)
+
+
+def _validate_validation_and_schedule(config: ml_collections.ConfigDict) -> None:
+  """Validation, the checkpoints it keeps, the LR policy and the data-size options."""
+  d, o = config.data, config.optim
+  for field in ("eval_every_steps", "keep_every_steps", "eval_batch_size"):
+    _at_least(config[field], field, 1 if field == "eval_batch_size" else 0)
+  if config.eval_num_examples == 0 or config.eval_num_examples < -1:
+    raise ConfigError(f"eval_num_examples={config.eval_num_examples} must be -1 (the whole "
+                      "split) or at least 1.")
+  if d.max_dataset_size == 0 or d.max_dataset_size < -1:
+    raise ConfigError(f"data.max_dataset_size={d.max_dataset_size} must be -1 (all) or at "
+                      "least 1.")
+  if d.test_load_size == 0 or d.test_load_size < -1:
+    raise ConfigError(f"data.test_load_size={d.test_load_size} must be -1 (crop_size) or "
+                      "positive.")
+  if (d.test_load_size > 0 and d.preprocess in ("resize_and_crop", "scale_width_and_crop")
+      and d.test_load_size < d.crop_size):
+    raise ConfigError(f"data.test_load_size={d.test_load_size} is smaller than "
+                      f"data.crop_size={d.crop_size}: there would be nothing to crop from.")
+  _choice(o.lr_policy, "optim.lr_policy", LR_POLICIES)
+  _at_least(o.lr_decay_iters, "optim.lr_decay_iters", 1)
+  needs_validation = [f"keep_best={config.keep_best!r}"] if config.keep_best else []
+  if o.lr_policy == "plateau":
+    needs_validation.append("optim.lr_policy='plateau' (it steps on the validation L1)")
+  if needs_validation and config.eval_every_steps <= 0:
+    raise ConfigError(f"{' and '.join(needs_validation)} needs validation while training: "
+                      "set eval_every_steps > 0.")

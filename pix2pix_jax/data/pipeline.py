@@ -7,6 +7,10 @@ is a permutation drawn from (seed, epoch), each example's crop and flip from
 loads only its slice of every global batch. `data.reader` picks who runs the per-example
 work (decode, `transforms.preprocess`): tf.data (parallel map, prefetch, AUTOTUNE) or a
 thread pool with no TensorFlow import at all; both produce the same pixels.
+
+Training examples get the training geometry (`spec`: load_size, random crop and flip);
+every other read (evaluation, validation, sample grids, whatever the split) gets the
+official test.py's (`test_spec`: the whole image resized to crop_size, no flip).
 """
 
 import collections
@@ -72,9 +76,16 @@ def num_examples(data_config: ml_collections.ConfigDict, split: str) -> int:
   return splits[split].num_examples
 
 
+def num_train_examples(config: ml_collections.ConfigDict) -> int:
+  """Training pairs used: the split's first data.max_dataset_size (-1: all), as the official."""
+  n = num_examples(config.data, "train")
+  limit = config.data.get("max_dataset_size", -1)
+  return n if limit < 0 else min(n, limit)
+
+
 def steps_per_epoch(config: ml_collections.ConfigDict) -> int:
   """Full global batches per epoch (the remainder is dropped), at least 1."""
-  return max(1, num_examples(config.data, "train") // config.batch_size)
+  return max(1, num_train_examples(config) // config.batch_size)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,13 +112,21 @@ class _Loader:
 
 
 def spec(config: ml_collections.ConfigDict) -> transforms.Spec:
+  """The training geometry."""
   d = config.data
   return transforms.Spec(preprocess=d.preprocess, load_size=d.load_size,
                          crop_size=d.crop_size, flip=d.flip,
                          multiple=2**config.model.num_downs, size_mode=d.size_mode)
 
 
-def _loader(config: ml_collections.ConfigDict, split: str) -> _Loader:
+def test_spec(config: ml_collections.ConfigDict) -> transforms.Spec:
+  """The test-time geometry: data.test_load_size (-1: crop_size, the official test's), no flip."""
+  load = config.data.get("test_load_size", -1)
+  return transforms.test_spec(spec(config), None if load < 0 else load)
+
+
+def _loader(config: ml_collections.ConfigDict, split: str,
+            geometry: transforms.Spec) -> _Loader:
   if config.data.direction not in DIRECTIONS:
     raise ValueError(f"data.direction must be one of {DIRECTIONS}, got "
                      f"{config.data.direction!r}")
@@ -119,7 +138,7 @@ def _loader(config: ml_collections.ConfigDict, split: str) -> _Loader:
   feats = b.info.features
   formats = tuple((np.dtype(feats[k].np_dtype), feats[k].shape[-1])
                   for k in ("image_a", "image_b"))
-  return _Loader(source=source, formats=formats, spec=spec(config),
+  return _Loader(source=source, formats=formats, spec=geometry,
                  swap=config.data.direction == "BtoA",
                  channels=(config.model.input_nc, config.model.output_nc))
 
@@ -133,6 +152,7 @@ class _Plan:
   """Which example fills slot k of this host's share of the global batch at a step."""
   seed: int
   num_examples: int
+  serial: bool  # data.serial_batches: every epoch in stored order, as the official.
   global_batch: int
   steps_per_epoch: int
   process_index: int
@@ -143,7 +163,8 @@ class _Plan:
     epoch, position = divmod(step, self.steps_per_epoch)
     order = orders.get(epoch)
     if order is None:
-      order = _rng(_ORDER_STREAM, self.seed, epoch).permutation(self.num_examples)
+      order = (np.arange(self.num_examples) if self.serial else
+               _rng(_ORDER_STREAM, self.seed, epoch).permutation(self.num_examples))
       orders[epoch] = order
       for old in [e for e in list(orders) if e < epoch - 1]:  # Steps only go forward.
         orders.pop(old, None)
@@ -157,7 +178,8 @@ def _plan(config, process_index: int, process_count: int) -> _Plan:
   if config.batch_size % process_count:
     raise ValueError(f"batch_size {config.batch_size} is not divisible by the "
                      f"{process_count} processes")
-  return _Plan(seed=config.seed, num_examples=num_examples(config.data, "train"),
+  return _Plan(seed=config.seed, num_examples=num_train_examples(config),
+               serial=bool(config.data.get("serial_batches", False)),
                global_batch=config.batch_size, steps_per_epoch=steps_per_epoch(config),
                process_index=process_index, per_host=config.batch_size // process_count)
 
@@ -204,7 +226,7 @@ def train_iterator(config: ml_collections.ConfigDict, *, start_step: int = 0,
   if config.data.reader not in READERS:
     raise ValueError(f"data.reader must be one of {READERS}, got {config.data.reader!r}")
   plan = _plan(config, process_index, process_count)
-  load = _loader(config, "train")
+  load = _loader(config, "train", spec(config))
 
   def example(j: int) -> dict[str, np.ndarray]:
     step, k = divmod(j, plan.per_host)
@@ -251,8 +273,10 @@ def _tf_train(example: Callable[[int], dict[str, np.ndarray]], first: int, per_h
 
 
 def eval_iterator(config: ml_collections.ConfigDict, split: str, batch_size: int, *,
-                  process_index: int = 0, process_count: int = 1) -> Iterator[Batch]:
-  """One pass over `split` in stored (file name) order, test-time preprocessing.
+                  process_index: int = 0, process_count: int = 1,
+                  limit: int | None = None) -> Iterator[Batch]:
+  """One pass over `split` (its first `limit` examples) in stored (file name) order, with
+  the test-time geometry (`test_spec`).
 
   `batch_size` is global, as in training; this host gets batch_size // process_count of
   each batch. Every batch has the full size: the last one is padded with copies of a real
@@ -263,8 +287,10 @@ def eval_iterator(config: ml_collections.ConfigDict, split: str, batch_size: int
   """
   if batch_size % process_count:
     raise ValueError(f"batch_size {batch_size} not divisible by {process_count} processes")
-  load = _loader(config, split)
-  n = len(load.source)
+  load = _loader(config, split, test_spec(config))
+  n = len(load.source) if limit is None else min(limit, len(load.source))
+  if n == 0:
+    return
   per_host = batch_size // process_count
   num_batches = -(-n // batch_size)
   slots = (b * batch_size + process_index * per_host + k

@@ -44,6 +44,19 @@ class Params:
   flip: bool = False
 
 
+def test_spec(spec: Spec, load_size: int | None = None) -> Spec:
+  """The official test.py's geometry for a training `spec`: no flip, load_size = crop_size.
+
+  test_options sets load_size to crop_size ("to avoid cropping"), so resize_and_crop
+  resizes the whole image to crop_size and crops nothing, the scale_width modes scale to
+  crop_size wide, crop and none are unchanged; `load_size` overrides (the training
+  load_size gives the old resize-then-centre-crop view). Crops, where any is left, are
+  centred: the official test draws them at random.
+  """
+  return dataclasses.replace(spec, load_size=spec.crop_size if load_size is None else load_size,
+                             flip=False)
+
+
 def resized_shape(height: int, width: int, spec: Spec) -> tuple[int, int]:
   """(H, W) after the resize step of a preprocess mode, before any crop."""
   if spec.preprocess == "resize_and_crop":

@@ -70,7 +70,8 @@ def run_row(config: ml_collections.ConfigDict, name: str, overrides: dict[str, A
   row_config = config_base.with_overrides(config, overrides)
   previous = _read_row(row_dir)
   start = time.perf_counter()
-  trainer.train_and_evaluate(row_config, row_dir)
+  metric_set = evaluate_lib.metric_set(lpips_params) if row_config.eval_every_steps > 0 else None
+  trainer.train_and_evaluate(row_config, row_dir, metric_set=metric_set)
   train_seconds = time.perf_counter() - start
   step = _latest_step(row_dir)
   if previous is not None and previous["step"] == step and previous["split"] == split:

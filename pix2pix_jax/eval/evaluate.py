@@ -9,14 +9,19 @@ The config is the checkpoint's; `--config.` overrides change where and how the d
 (means under "l1", "psnr", "ssim", "lpips"; per-image values under "images"), OUT/index.html
 (input | output | target, sortable by each metric) and the PNGs it shows under OUT/images.
 
+`--step best` evaluates the best checkpoint by the run's keep_best validation metric.
+
 Outputs come from G in the paper's test mode by default (dropout on, each image's own
-BatchNorm statistics, noise fixed by --seed), or in eval mode with --eval_mode. They are
-compared with the targets at the resolution the input pipeline gives at test time (for the
-official datasets, 256x256 as the official test.py), after both are rounded to --output_bits
-(default "same": 16 bits where the dataset's input side is stored in 16, else 8): the
-metrics are those of the PNGs written. Conventions of each metric: `pix2pix_jax.eval.metrics`.
+BatchNorm statistics, noise fixed by --seed), or in eval mode with --eval_mode. Each test
+image is seen as the official test.py sees it: the whole image resized to crop_size (256x256
+for the official datasets), no crop, no flip (`pipeline.test_spec`; data.test_load_size
+changes it). Outputs are compared with the targets at that resolution, after both are
+rounded to --output_bits (default "same": 16 bits where the dataset stores the input side in
+16, else 8): the metrics are those of the PNGs written. The protocol and each metric's
+convention: docs/evaluation.md and `pix2pix_jax.eval.metrics`.
 """
 
+import functools
 import json
 import os
 import re
@@ -25,8 +30,6 @@ from typing import Any
 
 from absl import app
 from absl import flags
-import jax
-import jax.numpy as jnp
 import ml_collections
 from ml_collections import config_flags
 import numpy as np
@@ -34,7 +37,6 @@ import numpy as np
 from pix2pix_jax.config import base as config_base
 from pix2pix_jax.data import image_io
 from pix2pix_jax.data import pipeline
-from pix2pix_jax.data import transforms
 from pix2pix_jax.eval import lpips as lpips_lib
 from pix2pix_jax.eval import metrics
 from pix2pix_jax.eval import report
@@ -42,6 +44,7 @@ from pix2pix_jax.nn import generate as generate_lib
 from pix2pix_jax.serving import checkpoint_flags
 from pix2pix_jax.serving import inference
 from pix2pix_jax.train import checkpoints
+from pix2pix_jax.train import validation
 
 METRICS_FILE = "metrics.json"
 HTML_FILE = "index.html"
@@ -65,37 +68,32 @@ def _input_dtype(config: ml_collections.ConfigDict) -> np.dtype:
   return np.dtype(pipeline.builder(config.data).info.features[side].np_dtype)
 
 
+def metric_set(lpips_params: Any = None) -> validation.MetricSet:
+  """The evaluate metrics (L1, PSNR, SSIM, LPIPS) as validation while training takes them."""
+  lpips_params = lpips_lib.load_params() if lpips_params is None else lpips_params
+  return validation.MetricSet(
+      fn=functools.partial(metrics.all_metrics, lpips_params=lpips_params),
+      higher_is_better=dict(metrics.HIGHER_IS_BETTER))
+
+
 def evaluate(config: ml_collections.ConfigDict, variables: generate_lib.Variables, split: str,
              output_dir: str, *, eval_mode: bool = False, seed: int = 0, batch_size: int = 8,
              lpips_params: Any = None, output_bits: int | str = "same") -> dict[str, Any]:
   """Writes metrics.json, index.html and images/ into `output_dir`; returns the JSON dict."""
   dtype = inference.output_dtype(output_bits, _input_dtype(config))
   generate = generate_lib.make_generate_fn(config, eval_mode)
-  lpips_params = lpips_lib.load_params() if lpips_params is None else lpips_params
-  spec = pipeline.spec(config)
   os.makedirs(os.path.join(output_dir, IMAGES_DIR), exist_ok=True)
   records: list[dict[str, Any]] = []
-  index = 0
-  for batch in pipeline.eval_iterator(config, split, batch_size):
-    n = len(batch["name"])
-    keys = generate_lib.image_keys(seed, range(index, index + n))
-    fake = np.asarray(generate(variables, jnp.asarray(batch["input"]), keys))
-    for k in range(n):
-      if not batch["mask"][k]:
-        continue  # A copy that fills the last batch.
-      shape = tuple(int(s) for s in batch["shape"][k])
-      x, y, out = (image_io.from_float(transforms.restore(a[k], shape, spec), dtype)
-                   for a in (batch["input"], batch["target"], fake))
-      values = metrics.all_metrics(image_io.to_float(out)[None], image_io.to_float(y)[None],
-                                   lpips_params)
-      stem = _file_stem(index + k, batch["name"][k])
-      record: dict[str, Any] = {"index": index + k, "name": str(batch["name"][k])}
-      for role, image in (("input", x), ("output", out), ("target", y)):
-        record[role] = f"{IMAGES_DIR}/{stem}_{role}.png"
-        image_io.write_png(os.path.join(output_dir, record[role]), image)
-      record.update({m: float(jax.device_get(values[m])[0]) for m in metrics.METRICS})
-      records.append(record)
-    index += n
+  for example in validation.scored_examples(config, variables, split, generate,
+                                            metric_set(lpips_params), seed=seed,
+                                            batch_size=batch_size, dtype=dtype):
+    stem = _file_stem(example.index, example.name)
+    record: dict[str, Any] = {"index": example.index, "name": example.name}
+    for role in ("input", "output", "target"):
+      record[role] = f"{IMAGES_DIR}/{stem}_{role}.png"
+      image_io.write_png(os.path.join(output_dir, record[role]), example.images[role])
+    record.update({m: example.metrics[m] for m in metrics.METRICS})
+    records.append(record)
   if not records:
     raise ValueError(f"split {split!r} of {config.data.name} has no examples")
 

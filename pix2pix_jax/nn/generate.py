@@ -13,19 +13,21 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from pix2pix_jax.nn import conv
 from pix2pix_jax.nn import models
 
 Variables = dict[str, Any]  # {"params": ..., "batch_stats": ...} of the generator.
 
 
-def make_generate_fn(config: ml_collections.ConfigDict, eval_mode: bool = False
+def make_generate_fn(config: ml_collections.ConfigDict, eval_mode: bool = False,
+                     parts: conv.Parts = conv.AUTO
                      ) -> Callable[[Variables, jax.Array, jax.Array], jax.Array]:
   """jit((variables, images NHWC in [-1, 1], keys (N,)) -> outputs), images independent.
 
   Train mode (the default, the paper's test mode) applies G to each image as a batch of one,
   under `vmap`: BatchNorm uses that image's statistics and dropout that image's key.
   """
-  generator = models.make_generator(config.model)
+  generator = models.make_generator(config.model, parts)
 
   def one(variables: Variables, image: jax.Array, key: jax.Array) -> jax.Array:
     out, _ = generator.apply(variables, image[None], train=True, mutable=["batch_stats"],

@@ -3,8 +3,14 @@
 Both compute exactly the functions of the official PyTorch implementation
 (junyanz/pytorch-CycleGAN-and-pix2pix, `unet_*` and `basic`/`n_layers`/`pixel`), with the same
 parameter counts, in NHWC. Use them as pure functions through `module.apply`.
+
+They describe architecture only: their convolutions are parts (`conv`, `conv_transpose`,
+with nn.Conv's and nn.ConvTranspose's signatures), by default nn/conv.py's, which choose their
+computation per platform; `make_generator(config.model, conv.FLAX)` builds the same networks
+from flax's own layers.
 """
 
+import functools
 from typing import Any, Sequence
 
 import flax.linen as nn
@@ -12,9 +18,11 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from pix2pix_jax.nn import conv as conv_lib
 from pix2pix_jax.nn import layers
 
 Dtype = Any
+ModuleDef = Any
 
 
 class UNetGenerator(nn.Module):
@@ -35,9 +43,9 @@ class UNetGenerator(nn.Module):
   norm: str = "batch"
   dropout_rate: float = 0.5
   skips: bool = True
-  upsample: str = "auto"
-  downsample: str = "auto"
   dtype: Dtype = jnp.float32
+  conv: ModuleDef = conv_lib.Conv
+  conv_transpose: ModuleDef = conv_lib.ConvTranspose
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -46,14 +54,19 @@ class UNetGenerator(nn.Module):
     bias = layers.uses_bias(self.norm)
     x = x.astype(self.dtype)
 
-    h = layers.conv(width[0], 4, 2, 1, bias, self.dtype, name="enc_0",
-                    downsample=self.downsample)(x)
+    down = functools.partial(self.conv, kernel_size=(4, 4), strides=(2, 2),
+                             padding=((1, 1), (1, 1)), dtype=self.dtype,
+                             kernel_init=layers.conv_init)
+    # ConvTranspose2d(4, 2, 1): padding 4 - 1 - 1 of the dilated input, as lax counts it.
+    up = functools.partial(self.conv_transpose, kernel_size=(4, 4), strides=(2, 2),
+                           padding=((2, 2), (2, 2)), dtype=self.dtype,
+                           kernel_init=layers.conv_init)
+    h = down(width[0], use_bias=bias, name="enc_0")(x)
     activated = []
     for i in range(1, n):
       h = nn.leaky_relu(h, 0.2)
       activated.append(h)
-      h = layers.conv(width[i], 4, 2, 1, bias, self.dtype, name=f"enc_{i}",
-                      downsample=self.downsample)(h)
+      h = down(width[i], use_bias=bias, name=f"enc_{i}")(h)
       if i < n - 1:
         h = layers.Norm(self.norm, self.dtype, name=f"enc_norm_{i}")(h, train)
 
@@ -62,27 +75,25 @@ class UNetGenerator(nn.Module):
         h = jnp.concatenate([activated[i], h], axis=-1)
       h = nn.relu(h)
       if i == 0:
-        h = layers.UpConv(self.output_nc, True, self.upsample, self.dtype, name="dec_0")(h)
+        h = up(self.output_nc, use_bias=True, name="dec_0")(h)
       else:
-        h = layers.UpConv(width[i - 1], bias, self.upsample, self.dtype, name=f"dec_{i}")(h)
+        h = up(width[i - 1], use_bias=bias, name=f"dec_{i}")(h)
         h = layers.Norm(self.norm, self.dtype, name=f"dec_norm_{i}")(h, train)
         if 4 <= i <= n - 2 and self.dropout_rate > 0:
           h = nn.Dropout(self.dropout_rate, deterministic=not train)(h)
     return jnp.tanh(h.astype(jnp.float32))
 
 
-def _d_conv(h: jax.Array, train: bool, spectral_norm: bool, downsample: str, stride1: str,
-            *conv_args, name: str) -> jax.Array:
+def _d_conv(h: jax.Array, train: bool, spectral_norm: bool, conv: nn.Module) -> jax.Array:
   """A D convolution, spectrally normalised when asked (Miyato et al. 2018).
 
   The kernel keeps its name and place in `params`; the power iteration's `u` and `sigma` live
   in `batch_stats` under `<name>_sn`, so the train step threads and checkpoints them as it does
   BatchNorm statistics, and they advance only in train mode.
   """
-  conv = layers.conv(*conv_args, name=name, downsample=downsample, stride1=stride1)
   if not spectral_norm:
     return conv(h)
-  return nn.SpectralNorm(conv, name=f"{name}_sn")(h, update_stats=train)
+  return nn.SpectralNorm(conv, name=f"{conv.name}_sn")(h, update_stats=train)
 
 
 class PatchDiscriminator(nn.Module):
@@ -100,14 +111,18 @@ class PatchDiscriminator(nn.Module):
   norm: str = "batch"
   dtype: Dtype = jnp.float32
   spectral_norm: bool = False
-  downsample: str = "auto"
-  stride1_conv: str = "auto"
+  conv: ModuleDef = conv_lib.Conv
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> list[jax.Array]:
     bias = layers.uses_bias(self.norm)
-    conv = lambda h, *args, name: _d_conv(h, train, self.spectral_norm, self.downsample,
-                                          self.stride1_conv, *args, self.dtype, name=name)
+
+    def conv(h, features, kernel, stride, padding, use_bias, name):
+      layer = self.conv(features, (kernel, kernel), strides=(stride, stride),
+                        padding=((padding, padding), (padding, padding)), use_bias=use_bias,
+                        dtype=self.dtype, kernel_init=layers.conv_init, name=name)
+      return _d_conv(h, train, self.spectral_norm, layer)
+
     h = x.astype(self.dtype)
     features = []
     if self.n_layers == 0:
@@ -145,8 +160,7 @@ class Discriminator(nn.Module):
   dtype: Dtype = jnp.float32
   num_d: int = 1
   spectral_norm: bool = False
-  downsample: str = "auto"
-  stride1_conv: str = "auto"
+  conv: ModuleDef = conv_lib.Conv
 
   @nn.compact
   def __call__(self, x: jax.Array, y: jax.Array, train: bool) -> list[list[jax.Array]]:
@@ -157,7 +171,7 @@ class Discriminator(nn.Module):
         inputs = nn.avg_pool(inputs, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)),
                              count_include_pad=False)
       outputs.append(PatchDiscriminator(self.ndf, self.n_layers, self.norm, self.dtype,
-                                        self.spectral_norm, self.downsample, self.stride1_conv,
+                                        self.spectral_norm, self.conv,
                                         name=f"patch_{s}")(inputs, train))
     return outputs
 
@@ -180,17 +194,18 @@ def patch_receptive_field(n_layers: int) -> int:
 
 # model.dtype = bfloat16 computes in bf16 with float32 parameters (and optimizer). No loss
 # scaling: bf16 has float32's 8-bit exponent, so gradients do not underflow as in float16.
-def make_generator(model_config: ml_collections.ConfigDict) -> UNetGenerator:
+def make_generator(model_config: ml_collections.ConfigDict,
+                   parts: conv_lib.Parts = conv_lib.AUTO) -> UNetGenerator:
   return UNetGenerator(
       output_nc=model_config.output_nc, num_downs=model_config.num_downs,
       ngf=model_config.ngf, norm=model_config.norm, dropout_rate=model_config.dropout_rate,
-      skips=model_config.generator == "unet", upsample=model_config.upsample,
-      downsample=model_config.downsample, dtype=jnp.dtype(model_config.dtype))
+      skips=model_config.generator == "unet", dtype=jnp.dtype(model_config.dtype),
+      conv=parts.conv, conv_transpose=parts.conv_transpose)
 
 
-def make_discriminator(model_config: ml_collections.ConfigDict) -> Discriminator:
+def make_discriminator(model_config: ml_collections.ConfigDict,
+                       parts: conv_lib.Parts = conv_lib.AUTO) -> Discriminator:
   return Discriminator(
       ndf=model_config.ndf, n_layers=model_config.n_layers_d, norm=model_config.norm,
       conditional=model_config.conditional_d, dtype=jnp.dtype(model_config.dtype),
-      num_d=model_config.num_d, spectral_norm=model_config.spectral_norm_d,
-      downsample=model_config.downsample, stride1_conv=model_config.stride1_conv)
+      num_d=model_config.num_d, spectral_norm=model_config.spectral_norm_d, conv=parts.conv)

@@ -79,8 +79,8 @@ def _input_transform(x: jax.Array, padding: Padding, th: int, tw: int,
   """B^T d B for every 7x7 input tile (tiles 4 apart, overlapping by 3): (49, tiles, in).
 
   `materialise_rows` computes the row sums once (behind a barrier) instead of inside each
-  tile's fusion: faster for g's 512 channels in the input gradient (D's conv_3 at batch 16:
-  64-66 -> 54-56 ms), slower for the forward pass's input (61 -> 101 ms)."""
+  tile's fusion: faster for g's 512 channels in the input gradient, slower for the forward
+  pass's input (benchmarks/RESULTS.md)."""
   n, h, w, c = x.shape
   (pt, _), (pl, _) = padding
   # Tile (t, s) reads padded rows 4t .. 4t + 6 and the same columns; the padding past the
@@ -99,8 +99,7 @@ def _output_transform(mm: jax.Array, n: int, th: int, tw: int, oh: int, ow: int)
   """A^T M A for every tile, the 4x4 tiles put in place and cropped: (n, oh, ow, out)."""
   c = mm.shape[-1]
   mm = mm.reshape(_A, _A, n, th, tw, c)
-  # Materialised (the barrier) rather than recomputed inside each of the 16 outputs' sums:
-  # 78 -> 12 ms for D's conv_3 at batch 16.
+  # Materialised (the barrier) rather than recomputed inside each of the 16 outputs' sums.
   cols = jax.lax.optimization_barrier(
       [[_combine([mm[i, j] for j in range(_A)], AT[q]) for q in range(TILE)] for i in range(_A)])
   y = jnp.stack([jnp.stack([_combine([cols[i][q] for i in range(_A)], AT[p])
@@ -116,8 +115,7 @@ def _batched(lhs: jax.Array, rhs: jax.Array, contract: tuple[int, int]) -> jax.A
 
 def _sandwich(w: jax.Array, left: np.ndarray, right: np.ndarray) -> jax.Array:
   """left @ w @ right^T over the two leading (spatial) axes, as sums of scaled planes: an
-  einsum with these 4- and 7-long contractions runs ~5x slower on XLA:CPU (9.8 ms for D's
-  conv_3 kernel against 2.0)."""
+  einsum with these 4- and 7-long contractions runs several times slower on XLA:CPU."""
   rows = [_combine(list(w), c) for c in left]
   return jnp.stack([jnp.stack([_combine([r[l] for l in range(w.shape[1])], c) for c in right])
                     for r in rows])
@@ -128,7 +126,7 @@ def _correlate(x: jax.Array, kernel: jax.Array, padding: Padding, flipped: bool 
   """x correlated with the kernel or, `flipped`, with kernel[::-1, ::-1] with in and out
   swapped (an input gradient). The flip is G's columns reversed and the swap the product's
   contracted axis: a reversed and transposed copy of the kernel made the kernel transform
-  11x slower (22.8 against 2.0 ms for D's conv_3)."""
+  an order of magnitude slower."""
   n, h, w, _ = x.shape
   oh, ow, th, tw = output_tiles(h, w, padding)
   g = G[:, ::-1] if flipped else G
@@ -160,7 +158,7 @@ def _conv4x4_bwd(padding, residuals, g):
   # dM[i, j] = sum_pq A[p, i] A[q, j] g[4t + p, 4s + q]: the output transform's transpose.
   gp = jnp.pad(g, ((0, 0), (0, TILE * th - oh), (0, TILE * tw - ow), (0, 0)))
   gp = gp.reshape(n, th, TILE, tw, TILE, g.shape[-1])
-  # Materialised, as in the output transform: the weight gradient 80 -> 67 ms at batch 16.
+  # Materialised, as in the output transform.
   by_rows = jax.lax.optimization_barrier(
       [[_combine([gp[:, :, p, :, q] for p in range(TILE)], AT[:, i]) for q in range(TILE)]
        for i in range(_A)])

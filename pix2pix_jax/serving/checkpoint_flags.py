@@ -5,11 +5,36 @@ Defined only when a program runs (not at import), so that the modules import tog
 
 from absl import flags
 
+from pix2pix_jax.train import checkpoints
+
+
+class StepParser(flags.ArgumentParser):
+  """--step: a step number, or "best" (the best checkpoint by the run's keep_best metric)."""
+
+  syntactic_help = f"a step number or {checkpoints.BEST!r}"
+
+  def parse(self, argument):
+    if isinstance(argument, int) or argument == checkpoints.BEST:
+      return argument
+    try:
+      step = int(argument)
+    except ValueError:
+      raise ValueError(f"--step must be a number or {checkpoints.BEST!r}, got "
+                       f"{argument!r}") from None
+    if step < 0:
+      raise ValueError(f"--step must be >= 0, got {step}")
+    return step
+
+  def flag_type(self) -> str:
+    return "step"
+
 
 def define() -> None:
   flags.DEFINE_string("workdir", None, "Training workdir (uses its latest checkpoint).")
   flags.DEFINE_string("checkpoint", None, "A checkpoints folder or one step's folder.")
-  flags.DEFINE_integer("step", None, "Checkpoint step; default the latest.")
+  flags.DEFINE(StepParser(), "step", None, "Checkpoint step, or 'best' (the best by the "
+               "run's keep_best validation metric); default the latest.",
+               serializer=flags.ArgumentSerializer())
 
 
 def given() -> bool:

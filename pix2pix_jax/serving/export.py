@@ -40,6 +40,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from pix2pix_jax.nn import conv
 from pix2pix_jax.nn import generate as generate_lib
 from pix2pix_jax.nn import models
 from pix2pix_jax.serving import checkpoint_flags
@@ -56,15 +57,15 @@ ONNX_OPSET = 23
 
 def export_generator(config: ml_collections.ConfigDict, dropout: bool = True
                      ) -> models.UNetGenerator:
-  """G with plain lax (transposed) convolutions: every backend optimises those, converters map
-  them to standard operators, and they take symbolic shapes, where the CPU-tuned `auto`
-  choice compares concrete sizes. Same parameters, same function; `dropout=False` leaves
-  the dropout layers out (they have no parameters)."""
-  model = ml_collections.ConfigDict(config.model.to_dict())
-  model.upsample, model.downsample, model.stride1_conv = "conv_transpose", "lax", "direct"
+  """G with lax's own convolutions on every platform (conv.PLAIN): the runtime that loads the
+  export optimises those, converters map them to standard operators, and they take symbolic
+  shapes, where the CPU forms are chosen from concrete sizes. Same parameters, same function;
+  `dropout=False` leaves the dropout layers out (they have no parameters)."""
+  model = config.model
   if not dropout:
+    model = ml_collections.ConfigDict(config.model.to_dict())
     model.dropout_rate = 0.0
-  return models.make_generator(model)
+  return models.make_generator(model, conv.PLAIN)
 
 
 def eval_fn(config: ml_collections.ConfigDict, variables: generate_lib.Variables

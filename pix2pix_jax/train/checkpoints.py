@@ -8,10 +8,15 @@ Saves are asynchronous; orbax writes into `<step>.orbax-checkpoint-tmp` and rena
 for the latest checkpoint; old checkpoints beyond max_to_keep are deleted only after the new
 one is renamed into place, and leftover temporary folders are removed when a manager opens
 the folder again.
+
+Which ones stay: the latest keep_checkpoints, with keep_every_steps every multiple of it,
+and with keep_best the best one by that validation metric (orbax preservation policies;
+a checkpoint saved at a validation step carries the metrics, ranked by `RANK`).
 """
 
+import math
 import os
-from typing import Any
+from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -32,17 +37,40 @@ ARCHITECTURE_FIELDS = ("model.generator", "model.input_nc", "model.output_nc", "
                        "model.ndf", "model.num_downs", "model.n_layers_d", "model.norm",
                        "model.conditional_d", "model.num_d", "model.spectral_norm_d")
 _ABSENT = "<absent>"  # A field the older (or newer) config does not have.
+BEST = "best"  # The step name that means the best checkpoint by keep_best's metric.
+RANK = "rank"  # In a checkpoint's metrics: higher is better, whatever the metric.
 
 
 def checkpoint_dir(workdir: str) -> str:
   return os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
 
 
+def _rank(metrics: Mapping[str, float]) -> float:
+  return metrics.get(RANK, -math.inf)
+
+
+def _preservation(max_to_keep: int, keep_every_steps: int, keep_best: bool
+                  ) -> ocp.checkpoint_managers.PreservationPolicy:
+  policies = [ocp.checkpoint_managers.LatestN(n=max_to_keep)]
+  if keep_every_steps > 0:
+    policies.append(ocp.checkpoint_managers.EveryNSteps(interval_steps=keep_every_steps))
+  if keep_best:
+    policies.append(ocp.checkpoint_managers.BestN(
+        get_metric_fn=_rank, n=1,
+        keep_checkpoints_without_metrics=False))
+  return ocp.checkpoint_managers.AnyPreservationPolicy(policies)
+
+
 def make_manager(workdir: str, max_to_keep: int = 3, async_save: bool = True,
-                 read_only: bool = False) -> ocp.CheckpointManager:
+                 read_only: bool = False, *, keep_every_steps: int = 0,
+                 keep_best: bool = False) -> ocp.CheckpointManager:
+  """The run's manager: keeps the latest max_to_keep, every keep_every_steps-th, the best."""
+  # best_fn makes orbax write the metrics and read them back when the folder is reopened.
+  best = dict(best_fn=_rank, best_mode="max") if keep_best else {}
   options = ocp.CheckpointManagerOptions(
-      max_to_keep=max_to_keep, create=not read_only, read_only=read_only,
-      enable_async_checkpointing=async_save, cleanup_tmp_directories=not read_only)
+      preservation_policy=_preservation(max_to_keep, keep_every_steps, keep_best),
+      create=not read_only, read_only=read_only,
+      enable_async_checkpointing=async_save, cleanup_tmp_directories=not read_only, **best)
   # Registered handlers (rather than bare item names) let `state_metadata` read shapes
   # without restoring anything.
   return ocp.CheckpointManager(
@@ -52,11 +80,28 @@ def make_manager(workdir: str, max_to_keep: int = 3, async_save: bool = True,
 
 
 def save(manager: ocp.CheckpointManager, state: TrainState,
-         config: ml_collections.ConfigDict, force: bool = False) -> bool:
-  """Starts an (async) save of `state` at its own step; returns whether one was started."""
+         config: ml_collections.ConfigDict, force: bool = False,
+         metrics: Mapping[str, float] | None = None) -> bool:
+  """Starts an (async) save of `state` at its own step; returns whether one was started.
+
+  `metrics` (`ranked_metrics`) are those of a validation at this step, for keep_best.
+  """
   step = int(jax.device_get(state.step))
+  extra = {} if metrics is None else {"metrics": dict(metrics)}
   return manager.save(step, force=force, args=ocp.args.Composite(
-      state=ocp.args.StandardSave(state), config=ocp.args.JsonSave(config.to_dict())))
+      state=ocp.args.StandardSave(state), config=ocp.args.JsonSave(config.to_dict())),
+      **extra)
+
+
+def ranked_metrics(values: Mapping[str, float], metric: str, higher_is_better: bool
+                   ) -> dict[str, float]:
+  """Validation `values` plus RANK, `metric`'s value signed so that higher is better.
+
+  A NaN (a diverged G) ranks last.
+  """
+  value = float(values[metric])
+  rank = -math.inf if math.isnan(value) else (value if higher_is_better else -value)
+  return {**{k: float(v) for k, v in values.items()}, RANK: rank}
 
 
 def abstract_like(tree: Any, sharding: jax.sharding.Sharding) -> Any:
@@ -171,8 +216,27 @@ def _step_dirs(root: str) -> dict[int, str]:
           if name.isdigit() and os.path.isdir(os.path.join(root, name, "state"))}
 
 
-def checkpoint_step_dir(path: str, step: int | None = None) -> str:
-  """`path` (a workdir, its checkpoints folder, or one step's folder) -> one step's folder."""
+def best_step(root: str) -> int:
+  """The step of the best checkpoint under the checkpoints folder `root` (keep_best's)."""
+  options = ocp.CheckpointManagerOptions(
+      read_only=True, create=False, best_fn=_rank, best_mode="max")
+  manager = ocp.CheckpointManager(root, options=options)
+  try:
+    step = manager.best_step()  # None when no checkpoint has metrics.
+  finally:
+    manager.close()
+  if step is None:
+    raise FileNotFoundError(
+        f"no checkpoint in {root} has validation metrics: train with keep_best=<metric> "
+        "(and eval_every_steps > 0) to keep a best one")
+  return step
+
+
+def checkpoint_step_dir(path: str, step: int | str | None = None) -> str:
+  """`path` (a workdir, its checkpoints folder, or one step's folder) -> one step's folder.
+
+  `step`: None the latest, a number, or "best" (keep_best's best checkpoint).
+  """
   path = os.path.abspath(path)
   if os.path.isdir(os.path.join(path, "state")) and os.path.isdir(os.path.join(path, "config")):
     return path
@@ -184,6 +248,8 @@ def checkpoint_step_dir(path: str, step: int | None = None) -> str:
     raise FileNotFoundError(f"no checkpoint in {path} (looked for {root}/<step>/state)")
   if step is None:
     return steps[max(steps)]
+  if step == BEST:
+    step = best_step(root)
   if step not in steps:
     raise FileNotFoundError(f"no checkpoint for step {step} in {root}; steps: {sorted(steps)}")
   return steps[step]
@@ -207,7 +273,7 @@ def load_config(step_dir: str) -> ml_collections.ConfigDict:
   return config
 
 
-def load_generator(path: str, step: int | None = None
+def load_generator(path: str, step: int | str | None = None
                    ) -> tuple[ml_collections.ConfigDict, Variables]:
   """The config and generator variables ({"params", "batch_stats"}) of a checkpoint.
 

@@ -10,6 +10,7 @@ import jax
 import ml_collections
 import optax
 
+from pix2pix_jax.nn import conv
 from pix2pix_jax.train import optimizers
 from pix2pix_jax.train import sharding
 from pix2pix_jax.train import state as state_lib
@@ -28,11 +29,12 @@ class Run(NamedTuple):
   d_tx: optax.GradientTransformation
 
 
-def build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, total_steps: int) -> Run:
-  g_tx, d_tx = optimizers.make_optimizers(config, total_steps)
+def build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, total_steps: int,
+          parts: conv.Parts = conv.AUTO, steps_per_epoch: int | None = None) -> Run:
+  g_tx, d_tx = optimizers.make_optimizers(config, total_steps, steps_per_epoch)
   create = jax.jit(lambda: state_lib.create_train_state(config, g_tx, d_tx),
                    out_shardings=sharding.replicated(mesh))
-  return Run(create, step_lib.jit_train_step(config, mesh, g_tx, d_tx), g_tx, d_tx)
+  return Run(create, step_lib.jit_train_step(config, mesh, g_tx, d_tx, parts), g_tx, d_tx)
 
 
 class Fresh(NamedTuple):
@@ -42,8 +44,8 @@ class Fresh(NamedTuple):
   d_tx: optax.GradientTransformation
 
 
-def fresh(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, total_steps: int
-          ) -> Fresh:
+def fresh(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, total_steps: int,
+          parts: conv.Parts = conv.AUTO) -> Fresh:
   """The initial state and the step, for code that starts from step 0."""
-  run = build(config, mesh, total_steps)
+  run = build(config, mesh, total_steps, parts)
   return Fresh(run.create_state(), run.step, run.g_tx, run.d_tx)

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from pix2pix_jax.nn import conv
 from pix2pix_jax.nn import models
 from pix2pix_jax.objectives import losses
 from pix2pix_jax.objectives.objective import Objective
@@ -165,12 +166,16 @@ def train_step(state: TrainState, batch: Batch, *, generator: nn.Module,
 
 
 def jit_train_step(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
-                   g_tx: optax.GradientTransformation, d_tx: optax.GradientTransformation
+                   g_tx: optax.GradientTransformation, d_tx: optax.GradientTransformation,
+                   parts: conv.Parts = conv.AUTO
                    ) -> Callable[[TrainState, Batch], tuple[TrainState, Metrics]]:
-  """The step bound to its networks and objective, jitted once over `mesh`, state donated."""
+  """The step bound to its networks and objective, jitted once over `mesh`, state donated.
+
+  `parts`: the networks' convolutions (default: chosen per platform, nn/conv.py).
+  """
   step = functools.partial(
-      train_step, generator=models.make_generator(config.model),
-      discriminator=models.make_discriminator(config.model), g_tx=g_tx, d_tx=d_tx,
+      train_step, generator=models.make_generator(config.model, parts),
+      discriminator=models.make_discriminator(config.model, parts), g_tx=g_tx, d_tx=d_tx,
       objective=objective_from_config(config.loss), ema_decay=config.model.ema_decay)
   replicated = sharding.replicated(mesh)
   return jax.jit(step, in_shardings=(replicated, sharding.batch_sharded(mesh)),

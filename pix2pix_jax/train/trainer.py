@@ -7,6 +7,11 @@ the batches it would have seen without the interruption.
 A SIGTERM or SIGINT (or, on several hosts, JAX's preemption sync point) makes the loop save
 a checkpoint at the step it is at and raise `preemption.Preempted`; a crash or SIGKILL at
 any moment leaves the previous complete checkpoint to resume from (see checkpointing).
+
+Every eval_every_steps (and at the last step) G is validated on data.eval_split in the
+paper's test mode with the metric set the caller passes (train.py: the evaluate metrics),
+outside the jitted step; the means go to TensorBoard and metrics.jsonl as val_<metric>,
+drive the plateau LR policy, and rank the checkpoint saved at that step for keep_best.
 """
 
 import contextlib
@@ -34,6 +39,7 @@ from pix2pix_jax.train import setup
 from pix2pix_jax.train import sharding
 from pix2pix_jax.train import state as train_state_lib
 from pix2pix_jax.train import summaries
+from pix2pix_jax.train import validation as validation_lib
 
 class NonFiniteLossError(RuntimeError):
   """Raised with nan_policy=stop; the state was not updated by the bad step."""
@@ -122,8 +128,30 @@ def _nonfinite(pending: list[dict[str, jax.Array]], first_step: int) -> list[tup
           if not m["finite"]]
 
 
-def _check_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+def _check_validation(config: ml_collections.ConfigDict,
+                      metric_set: validation_lib.MetricSet | None) -> None:
+  """Validation needs the metric functions, and keep_best and plateau need their metric."""
+  if config.eval_every_steps <= 0:
+    return
+  if metric_set is None:
+    raise validation.ConfigError(
+        f"eval_every_steps={config.eval_every_steps} needs the validation metrics: run "
+        "train.py, or pass metric_set=pix2pix_jax.eval.evaluate.metric_set() (or set "
+        "eval_every_steps=0).")
+  names = list(metric_set.higher_is_better)
+  if config.keep_best and config.keep_best not in names:
+    raise validation.ConfigError(
+        f"keep_best={config.keep_best!r} is not a validation metric; choose one of "
+        f"{', '.join(names)}.")
+  if config.optim.lr_policy == "plateau" and "l1" not in names:
+    raise validation.ConfigError("optim.lr_policy='plateau' steps on the validation l1, "
+                                 "which the metric set does not compute.")
+
+
+def _check_config(config: ml_collections.ConfigDict, workdir: str,
+                  metric_set: validation_lib.MetricSet | None = None) -> None:
   validation.validate(config)
+  _check_validation(config, metric_set)
   check_data_paths(config)
   ensure_writable_workdir(workdir)
   if config.batch_size % jax.device_count():
@@ -159,7 +187,8 @@ class _Logger:
                bar: tqdm.tqdm, steps_per_epoch: int, total_steps: int, first_step: int):
     self.config, self.writer, self.bar = config, writer, bar
     self.steps_per_epoch = steps_per_epoch
-    self.schedule = optimizers.learning_rate_schedule(config.optim.lr, config, total_steps)
+    self.schedule = optimizers.learning_rate_schedule(config.optim.lr, config, total_steps,
+                                                      steps_per_epoch)
     self.pending: list[dict[str, jax.Array]] = []
     self.start, self.first_step = time.perf_counter(), first_step
 
@@ -172,7 +201,8 @@ class _Logger:
     elapsed = time.perf_counter() - self.start
     means["images_per_s"] = len(self.pending) * self.config.batch_size / elapsed
     means["epoch"] = step / self.steps_per_epoch
-    means["learning_rate"] = float(self.schedule(step - 1))
+    means["learning_rate"] = float(self.schedule(step - 1)) * float(
+        jax.device_get(optimizers.lr_scale(state.g_opt_state)))
     means["skipped_steps"] = float(jax.device_get(state.nonfinite_steps))
     if self.writer:
       self.writer.scalars(step, means)
@@ -182,16 +212,48 @@ class _Logger:
     self.pending, self.start, self.first_step = [], time.perf_counter(), step
 
 
+def _validate(config: ml_collections.ConfigDict, state: train_state_lib.TrainState,
+              generate: validation_lib.GenerateFn, metric_set: validation_lib.MetricSet
+              ) -> dict[str, float]:
+  variables = {"params": ema.generator_params(state, config),
+               "batch_stats": state.g_batch_stats}
+  return validation_lib.validate(config, validation_lib.local_copy(variables), generate,
+                                 metric_set)
+
+
+def _after_validation(config: ml_collections.ConfigDict, state: train_state_lib.TrainState,
+                      values: dict[str, float]) -> train_state_lib.TrainState:
+  """The plateau policy's step on the validation L1 (both optimizers, as the official)."""
+  if config.optim.lr_policy != "plateau":
+    return state
+  o = config.optim
+  lr_d = o.lr if o.lr_d < 0 else o.lr_d
+  return state.replace(
+      g_opt_state=optimizers.reduce_on_plateau(state.g_opt_state, values["l1"], o.lr),
+      d_opt_state=optimizers.reduce_on_plateau(state.d_opt_state, values["l1"], lr_d))
+
+
+def _check_eval_split(config: ml_collections.ConfigDict) -> None:
+  if config.eval_every_steps <= 0:
+    return
+  splits = pipeline.builder(config.data).info.splits
+  if config.data.eval_split not in splits:
+    raise validation.ConfigError(
+        f"data.eval_split={config.data.eval_split!r}: {config.data.name} has no such split "
+        f"(has {', '.join(splits)}); validation (eval_every_steps > 0) needs one.")
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                       stop: preemption.StopRequest | None = None
+                       stop: preemption.StopRequest | None = None, *,
+                       metric_set: validation_lib.MetricSet | None = None
                        ) -> train_state_lib.TrainState:
   """Trains until config's last step (resuming if `workdir` has a checkpoint); returns the state.
 
   `stop` decides when to save and leave early (default: SIGTERM/SIGINT, or the hosts'
   preemption sync point); it then raises `preemption.Preempted` once the checkpoint is on
-  disk.
+  disk. `metric_set` scores validation (needed when eval_every_steps > 0).
   """
-  _check_config(config, workdir)
+  _check_config(config, workdir, metric_set)
   mesh = sharding.make_mesh()
   is_main = jax.process_index() == 0
   if jax.process_count() > 1:
@@ -199,10 +261,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     if is_main:
       pipeline.builder(config.data)
     multihost_utils.sync_global_devices("dataset prepared")
+  _check_eval_split(config)
   steps_per_epoch = pipeline.steps_per_epoch(config)
   total_steps = train_state_lib.total_train_steps(config, steps_per_epoch)
-  run = setup.build(config, mesh, total_steps)
-  manager = checkpoints.make_manager(workdir, config.keep_checkpoints)
+  run = setup.build(config, mesh, total_steps, steps_per_epoch=steps_per_epoch)
+  manager = checkpoints.make_manager(workdir, config.keep_checkpoints,
+                                     keep_every_steps=config.keep_every_steps,
+                                     keep_best=bool(config.keep_best))
   state = _initial_state(config, run, manager, mesh, workdir)
   start_step = int(jax.device_get(state.step))
 
@@ -244,12 +309,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         fake = generate(variables, jnp.asarray(samples["input"]), sample_keys)
         writer.image(step, "samples", summaries.sample_grid(
             samples["input"], np.asarray(fake), samples["target"]))
+      ranked = None
+      if config.eval_every_steps > 0 and (step % config.eval_every_steps == 0 or last):
+        values = _validate(config, state, generate, metric_set)
+        state = _after_validation(config, state, values)
+        if writer:
+          writer.scalars(step, {f"val_{m}": v for m, v in values.items()})
+          bar.write(f"step {step} validation: " + ", ".join(
+              f"{m} {v:.4g}" for m, v in values.items()))
+        if config.keep_best:
+          ranked = checkpoints.ranked_metrics(
+              values, config.keep_best, metric_set.higher_is_better[config.keep_best])
       stopping = stop.should_stop(step) and not last
-      if step % config.checkpoint_every_steps == 0 or last or stopping:
+      snapshot = config.keep_every_steps > 0 and step % config.keep_every_steps == 0
+      if (step % config.checkpoint_every_steps == 0 or last or stopping or snapshot
+          or ranked is not None):
         # Never checkpoint past a bad step that nan_policy=stop has yet to report.
         _raise_if_stopping_on_nonfinite(config, logger.pending, logger.first_step + 1,
                                         last_checkpoint)
-        if checkpoints.save(manager, state, config):
+        if checkpoints.save(manager, state, config, metrics=ranked):
           last_checkpoint = step
       if stopping:
         manager.wait_until_finished()

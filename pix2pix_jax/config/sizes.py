@@ -1,4 +1,4 @@
-"""Prints a config's network sizes: `python -m pix2pix_jax.nn.sizes --config configs/<name>.py`.
+"""Prints a config's network sizes: `python -m pix2pix_jax.config.sizes --config configs/<name>.py`.
 
 One line each: generator_params N, discriminator_params N, patch_receptive_field N. Shapes are
 traced abstractly, so even the paper's full-size networks cost no memory or compilation.
