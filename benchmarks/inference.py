@@ -15,8 +15,9 @@ own statistics, no dropout noise: the official test mode at batch 1 without the 
 again; ONNX Runtime after them in the first --onnx_rounds rounds), all under tcmalloc
 (LD_PRELOAD, when installed) and JAX with the Makefile's CPU_XLA_FLAGS (oneDNN); the
 reference with --threads 2, ONNX Runtime with 2 intra-op threads. The graphs are exported to
---onnx_dir first (or found there), outside the timed rounds. One JSON line per run (the reference's own lines have "what": "infer"),
-then a summary with every round's ratio to the reference and the load average.
+--onnx_dir first (or found there), outside the timed rounds. One JSON line per run (the
+reference's own lines have "what": "infer"), then a summary with every round's ratio to the
+reference and the load average.
 """
 
 import argparse
