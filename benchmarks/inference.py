@@ -194,8 +194,10 @@ def compare(args: argparse.Namespace) -> None:
   me = [sys.executable, os.path.abspath(__file__)]
   # The graphs are exported before the first round: conversion time is not inference.
   os.makedirs(args.onnx_dir, exist_ok=True)
-  _run(me + ["onnx", "--batch_size", "1", "--mode", "eval,test", "--steps", "1",
-             "--warmup", "0", "--onnx_dir", args.onnx_dir], env)
+  if not all(os.path.exists(os.path.join(args.onnx_dir, f"generator_{m}_{args.size}.onnx"))
+             for m in ("eval", "test")):
+    _run(me + ["onnx", "--batch_size", "1", "--mode", "eval,test", "--steps", "1",
+               "--warmup", "0", "--onnx_dir", args.onnx_dir], env)
   records = []
   started = time.time()
   for round_index in range(args.rounds):
@@ -204,7 +206,7 @@ def compare(args: argparse.Namespace) -> None:
     for mode in ("train", "eval"):
       for bs in [int(b) for b in sizes.split(",")]:
         steps, warmup = STEPS.get(bs, (5, 3))
-        batch += [dict(r, side="pytorch", round=round_index, loadavg=os.getloadavg())
+        batch += [dict(r, side="pytorch", round=round_index)
                   for r in _run([args.torch_python, args.reference, "infer", "--bs", str(bs),
                                  "--mode", mode, "--iters", str(steps), "--warmup",
                                  str(warmup), "--threads", str(THREADS)], env)]
@@ -245,8 +247,9 @@ def summarize(records: list[dict], seconds: float) -> None:
         ratios = [r["images_per_s"] / ref[(r["round"], ref_mode, bs)]["images_per_s"]
                   for r in runs if (r["round"], ref_mode, bs) in ref]
         others = max((max(r.get("others_cpu_frac") or [0.0]) for r in runs), default=0.0)
-        loads = [(r.get("loadavg_before") or r.get("loadavg") or [None])[0] for r in runs]
-        print(f"{side:11s} {mode:5s} {bs:6d}  "
+        loads = [(r.get("loadavg_before") or r.get("loadavg_at_start") or [None])[0]
+                 for r in runs]
+        print(f"{side:11s} {mode:5s} {bs:5d}  "
               f"{' '.join(f"{r['images_per_s']:6.2f}" for r in runs):25s}  "
               f"{' '.join(f'{q:5.2f}' for q in ratios):20s}  "
               f"{statistics.median(ratios) if ratios else float('nan'):5.2f}"
