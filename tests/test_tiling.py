@@ -9,11 +9,14 @@ import textwrap
 import jax
 import jax.numpy as jnp
 import numpy as np
+from PIL import Image
+import pytest
 
 from conftest import tiny_config
 from pix2pix_jax.nn import models
 from pix2pix_jax.serving import inference
 from pix2pix_jax.serving import tiling
+from pix2pix_jax.serving import translate
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -147,3 +150,16 @@ def _peak_memory(size: int, tile: int = 512, overlap: int = 64, batch: int = 4) 
 
 def test_8192_image_in_bounded_memory():
   _peak_memory(8192)
+
+
+def test_translate_command_tiles_any_size(trained_workdir, tmp_path):
+  """translate --tile: an image that is no multiple of the tile or of 2**num_downs keeps its
+  size; gray input, RGB output."""
+  image = np.random.default_rng(0).integers(0, 256, (200, 130), dtype=np.uint8)
+  Image.fromarray(image).save(tmp_path / "gray.png")
+  [written] = translate.translate_files(trained_workdir, str(tmp_path / "gray.png"),
+                                        str(tmp_path / "out"), tile=128, overlap=64)
+  assert np.asarray(Image.open(written)).shape == (200, 130, 3)
+  with pytest.raises(ValueError, match="multiple of 2"):
+    translate.translate_files(trained_workdir, str(tmp_path / "gray.png"),
+                              str(tmp_path / "bad"), tile=100)
