@@ -51,6 +51,26 @@ def trained_workdir(tmp_path_factory):
   return str(workdir)
 
 
+def save_checkpoints(workdir, config, states) -> None:
+  """Writes each state as a checkpoint of `workdir` (at the state's own step)."""
+  manager = checkpoints.make_manager(str(workdir), async_save=False)
+  for state in states:
+    checkpoints.save(manager, state, config, force=True)
+  manager.wait_until_finished()
+  manager.close()
+
+
+@pytest.fixture(scope="session")
+def untrained_workdir(tmp_path_factory):
+  """A checkpoint (step 0) of the tiny model as initialised: no train step to compile, for
+  tests that need a generator to serve but not a trained one (hostile input, issue 19)."""
+  config = tiny_config()
+  workdir = tmp_path_factory.mktemp("untrained")
+  state = setup.fresh(config, sharding.make_mesh(), 1).state
+  save_checkpoints(workdir, config, [state])
+  return str(workdir)
+
+
 # --- Data: datasets and input pipeline (issue 3). ------------------------------------------
 
 import pathlib  # pylint: disable=g-import-not-at-top,wrong-import-position
