@@ -62,12 +62,14 @@ def save_checkpoints(workdir, config, states) -> None:
 
 @pytest.fixture(scope="session")
 def untrained_workdir(tmp_path_factory):
-  """A checkpoint (step 0) of the tiny model as initialised: no train step to compile, for
-  tests that need a generator to serve but not a trained one (hostile input, issue 19)."""
+  """Checkpoints 1 and 2 of the tiny model, both its initial state: no train step to compile,
+  for tests that need a generator to serve, or two checkpoints to resume from (issue 19)."""
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   config = tiny_config()
   workdir = tmp_path_factory.mktemp("untrained")
   state = setup.fresh(config, sharding.make_mesh(), 1).state
-  save_checkpoints(workdir, config, [state])
+  save_checkpoints(workdir, config, [state.replace(step=jnp.asarray(n, state.step.dtype))
+                                     for n in (1, 2)])
   return str(workdir)
 
 
