@@ -19,6 +19,7 @@ import jax
 from ml_collections import config_flags
 
 from pix2pix_jax.config import validation
+from pix2pix_jax.data import image_io
 from pix2pix_jax.train import preemption
 from pix2pix_jax.train import trainer
 
@@ -68,7 +69,7 @@ def main(argv):
   try:
     trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   except (validation.ConfigError, trainer.NonFiniteLossError,
-          trainer.OutOfMemoryError) as e:
+          trainer.OutOfMemoryError, image_io.BadImageError) as e:  # A bad file names itself.
     sys.exit(f"error: {e}")
   except preemption.Preempted as e:
     command = shlex.join([os.path.basename(sys.executable), *sys.argv])

@@ -60,14 +60,32 @@ def save_checkpoints(workdir, config, states) -> None:
   manager.close()
 
 
+def random_state(config):
+  """A TrainState of `config`'s shapes filled with small random numbers: tracing the
+  initialisation takes a second where compiling it takes a minute on a busy CPU."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  abstract = jax.eval_shape(setup.build(config, sharding.make_mesh(), 1).create_state)
+  rng = np.random.default_rng(0)
+
+  def fill(leaf):
+    if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+      return jax.random.split(jax.random.key(0), leaf.shape) if leaf.shape else jax.random.key(0)
+    if jnp.issubdtype(leaf.dtype, jnp.floating):
+      return jnp.asarray(rng.uniform(0.0, 0.05, leaf.shape), leaf.dtype)
+    return jnp.zeros(leaf.shape, leaf.dtype)
+
+  return jax.tree.map(fill, abstract)
+
+
 @pytest.fixture(scope="session")
 def untrained_workdir(tmp_path_factory):
-  """Checkpoints 1 and 2 of the tiny model, both its initial state: no train step to compile,
-  for tests that need a generator to serve, or two checkpoints to resume from (issue 19)."""
+  """Checkpoints 1 and 2 of the tiny model with random weights (`random_state`): for tests
+  that need a generator to serve, or two checkpoints to resume from (issue 19)."""
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   config = tiny_config()
   workdir = tmp_path_factory.mktemp("untrained")
-  state = setup.fresh(config, sharding.make_mesh(), 1).state
+  state = random_state(config)
   save_checkpoints(workdir, config, [state.replace(step=jnp.asarray(n, state.step.dtype))
                                      for n in (1, 2)])
   return str(workdir)

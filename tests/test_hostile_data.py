@@ -101,3 +101,4 @@ def test_read_refuses_devices_and_files_over_the_cap(tmp_path):
   with pytest.raises(image_io.BadImageError, match="more than the 100 an image file"):
     image_io.read(path, max_bytes=100)
   assert image_io.MAX_FILE_BYTES >= 64 << 20  # Room for any real photo or scan.
+

@@ -106,7 +106,7 @@ def test_resume_refuses_a_different_architecture_naming_the_field(runs):
 
 def test_any_shape_change_is_caught_even_if_its_field_is_not_listed(runs, monkeypatch):
   """A field another change adds, but nobody lists: the arrays' shapes still give it away."""
-  monkeypatch.setattr(trainer, "ARCHITECTURE_FIELDS", ())
+  monkeypatch.setattr(checkpoints, "ARCHITECTURE_FIELDS", ())
   config = runs["config"].copy_and_resolve_references()
   config.model.ndf = 8
   with pytest.raises(validation.ConfigError,

@@ -16,9 +16,12 @@ the newest intact one, the inference programs say which --step loads.
 """
 
 import contextlib
+import gc
 import json
+import logging
 import os
 import re
+import sys
 from typing import Any, Iterator
 
 import jax
@@ -84,7 +87,7 @@ def damage_reason(error: BaseException) -> str | None:
     message = str(e)
     array = re.search(r'Error reading "([^"/]+)', message)
     where = f" (array {array.group(1)})" if array else ""
-    if "OUT_OF_RANGE" in message or "byte range" in message:
+    if "OUT_OF_RANGE" in message or "byte range" in message or "truncated" in message.lower():
       return f"an array file is truncated{where}"
     if "DATA_LOSS" in message or "corrupt" in message.lower() or "checksum" in message:
       return f"an array file is corrupt{where}"
@@ -101,6 +104,7 @@ def damage_reason(error: BaseException) -> str | None:
 @contextlib.contextmanager
 def reading(step_dir: str) -> Iterator[None]:
   """Errors that say `step_dir`'s files are damaged become one CheckpointDamagedError."""
+  reason = None
   try:
     yield
   except CheckpointDamagedError:
@@ -109,7 +113,44 @@ def reading(step_dir: str) -> Iterator[None]:
     reason = damage_reason(e)
     if reason is None:
       raise
-    raise CheckpointDamagedError(step_dir, reason) from None
+  if reason is not None:
+    _drop_failed_reads()
+    raise CheckpointDamagedError(step_dir, reason)
+
+
+class _FailedReadFilter(logging.Filter):
+  """Drops asyncio's "Future exception was never retrieved" for a damaged checkpoint's reads."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not (record.exc_info and damage_reason(record.exc_info[1]) is not None)
+
+
+def _drop_failed_reads() -> None:
+  """Silences the other reads of a damaged checkpoint that failed too.
+
+  Orbax awaits the first failed read and leaves the others; when they are collected (now, or
+  at exit) each would print a traceback through asyncio's logger or sys.unraisablehook. Only
+  those are dropped, from the first damaged checkpoint on, for the rest of the process.
+  """
+  logger = logging.getLogger("asyncio")
+  if not any(isinstance(f, _FailedReadFilter) for f in logger.filters):
+    logger.addFilter(_FailedReadFilter())
+  previous = sys.unraisablehook
+  if not getattr(previous, "drops_failed_reads", False):
+    # Self-contained (bound defaults, no module globals): it may run at interpreter exit.
+    def hook(unraisable: Any, previous: Any = previous, reason: Any = damage_reason,
+             marks: tuple[str, ...] = ("Encountered error while reading array",
+                                       "Event loop is closed")) -> None:
+      error = unraisable.exc_value  # The read's error, or its loop's, closed before it ended.
+      try:
+        ours = any(m in str(error) for m in marks) or reason(error) is not None
+      except Exception:  # pylint: disable=broad-except
+        ours = False
+      if not ours:
+        previous(unraisable)
+    hook.drops_failed_reads = True  # type: ignore[attr-defined]
+    sys.unraisablehook = hook
+  gc.collect()
 
 
 def move_aside(step_dir: str) -> str:
