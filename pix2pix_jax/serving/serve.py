@@ -343,6 +343,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
   def setup(self) -> None:
     super().setup()
     self.deadline = time.monotonic() + self.request_deadline
+    self.rfile.close()  # The plain socket file; reads go through the deadline instead.
     self.rfile = io.BufferedReader(_DeadlineReader(self), 1 << 16)
 
   def handle_one_request(self) -> None:
