@@ -79,7 +79,8 @@ def test_training_moves_the_damaged_checkpoint_aside_and_resumes(two_checkpoints
   run = setup.build(config, mesh, 10)
   manager = checkpoints.make_manager(workdir, 3, async_save=False)
   try:
-    state = trainer._initial_state(config, run, manager, mesh, workdir)  # pylint: disable=protected-access
+    initial_state = trainer._initial_state  # pylint: disable=protected-access
+    state = initial_state(config, run, manager, mesh, workdir)
     assert int(state.step) == 1 and manager.latest_step() == 1
   finally:
     manager.close()

@@ -137,7 +137,8 @@ class Demo:
     self.translate(blank)  # Compiles for the canvas size now, not on the first stroke.
     self.warmup_seconds = time.perf_counter() - start
     self.info = {  # No absolute path: any page the browser shows could read it.
-        "checkpoint": os.path.join(*self.step_dir.split(os.sep)[-3:]), "step": self.step, "dataset": self.config.data.name,
+        "checkpoint": os.path.join(*self.step_dir.split(os.sep)[-3:]), "step": self.step,
+        "dataset": self.config.data.name,
         "direction": self.config.data.direction, "input_size": self.size,
         "input_nc": int(self.config.model.input_nc),
         "output_nc": int(self.config.model.output_nc), "kind": kind,
