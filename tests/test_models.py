@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import configs.default as default_config
-from pix2pix_jax.nn import models
 from pix2pix_jax.config import sizes
+from pix2pix_jax.nn import models
 
 
 def full_size_config(**model):

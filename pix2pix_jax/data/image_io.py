@@ -6,6 +6,8 @@ TensorFlow traceback deep inside tfds.
 """
 
 import io
+import os
+import stat
 
 import numpy as np
 from PIL import Image
@@ -19,6 +21,9 @@ _NATIVE_MODES = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4}
 _CONVERTED_MODES = {"1": "L", "La": "LA", "PA": "RGBA", "RGBa": "RGBA", "CMYK": "RGB",
                     "YCbCr": "RGB", "LAB": "RGB", "HSV": "RGB"}
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+# No image of a paired dataset comes near this; a file past it (or a device, a growing file)
+# is refused before it fills memory.
+MAX_FILE_BYTES = 256 << 20
 
 
 class BadImageError(ValueError):
@@ -57,15 +62,44 @@ def decode(data: bytes, name: str) -> np.ndarray:
     raise BadImageError(name, f"corrupt or truncated image ({e})") from None
 
 
-def read(path, name: str | None = None) -> np.ndarray:
-  """Reads and decodes a file; unreadable files become BadImageError too."""
-  name = name or str(path)
+def display_name(path) -> str:
+  """A path as text that can always be printed and stored: a file name that is not UTF-8
+  (os.fsdecode's surrogate escapes) shows its odd bytes as \\xNN."""
+  return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def read_file(path, name: str | None = None, max_bytes: int = MAX_FILE_BYTES) -> bytes:
+  """The bytes of a regular file of at most `max_bytes`; anything else is a BadImageError.
+
+  Opened without blocking and checked on the open descriptor: a named pipe would block the
+  reader for ever, and a link to /dev/zero would be read until memory runs out.
+  """
+  name = name or display_name(path)
   try:
-    with open(path, "rb") as f:
-      data = f.read()
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
   except OSError as e:
     raise BadImageError(name, f"cannot read file ({e.strerror or e})") from None
-  return decode(data, name)
+  with os.fdopen(fd, "rb") as f:
+    try:
+      info = os.fstat(fd)
+      if not stat.S_ISREG(info.st_mode):
+        raise BadImageError(name, "not a regular file (a pipe, device or socket); only "
+                            "regular files are read")
+      if info.st_size > max_bytes:
+        raise BadImageError(name, f"{info.st_size} bytes, more than the {max_bytes} an "
+                            "image file may have")
+      data = f.read(max_bytes + 1)
+    except OSError as e:
+      raise BadImageError(name, f"cannot read file ({e.strerror or e})") from None
+  if len(data) > max_bytes:
+    raise BadImageError(name, f"more than the {max_bytes} bytes an image file may have")
+  return data
+
+
+def read(path, name: str | None = None, max_bytes: int = MAX_FILE_BYTES) -> np.ndarray:
+  """Reads and decodes a regular file; unreadable files become BadImageError too."""
+  name = name or display_name(path)
+  return decode(read_file(path, name, max_bytes), name)
 
 
 def _to_array(image: Image.Image, name: str) -> np.ndarray:

@@ -155,6 +155,10 @@ def infer_generator_config(state_dict: dict[str, np.ndarray]) -> dict[str, Any]:
   if "model.model.0.weight" not in sd or "model.model.3.weight" not in sd:
     raise ConversionError("not an official U-Net generator state dict (no model.model.0.weight;"
                           " resnet generators are not supported)")
+  for key in ("model.model.0.weight", "model.model.3.weight"):
+    if np.ndim(sd[key]) != 4:
+      raise ConversionError(f"{key} has shape {np.shape(sd[key])}, not the 4-D weight of a "
+                            "convolution: not an official U-Net generator")
   num_downs = 1
   while _unet_prefix(num_downs) + "1.weight" in sd:
     num_downs += 1
@@ -227,13 +231,19 @@ def convert(g_pth: str, output: str, config: ml_collections.ConfigDict, *,
             d_pth: str | None = None, **architecture: Any) -> str:
   """Writes an orbax checkpoint (step 0) of the converted networks; returns its step folder."""
   g_sd = torch_pth.load_state_dict(g_pth)
-  config = model_config_from(g_sd, config, **architecture)
-  g_vars = generator_from_torch(g_sd, config.model)
+  try:
+    config = model_config_from(g_sd, config, **architecture)
+    g_vars = generator_from_torch(g_sd, config.model)
+  except ConversionError as e:
+    raise ConversionError(f"{g_pth}: {e}") from None
   g_tx, d_tx = optimizers.make_optimizers(config, max(config.num_train_steps, 1))
   state = jax.jit(lambda: train_state_lib.create_train_state(config, g_tx, d_tx))()
   state = state.replace(g_params=g_vars["params"], g_batch_stats=g_vars.get("batch_stats", {}))
   if d_pth is not None:
-    d_vars = discriminator_from_torch(torch_pth.load_state_dict(d_pth), config.model)
+    try:
+      d_vars = discriminator_from_torch(torch_pth.load_state_dict(d_pth), config.model)
+    except ConversionError as e:
+      raise ConversionError(f"{d_pth}: {e}") from None
     state = state.replace(d_params=d_vars["params"], d_batch_stats=d_vars.get("batch_stats", {}))
   state = jax.tree.map(jnp.asarray, state)
   manager = checkpoints.make_manager(output, async_save=False)
@@ -271,7 +281,7 @@ def main(argv: list[str]) -> None:
                        net_d=f.netD, n_layers_d=f.n_layers_D, ndf=f.ndf,
                        no_dropout=f.no_dropout)
   except (ConversionError, torch_pth.PthFormatError, torch_pth.safe_unpickle.UnsafePickleError,
-          FileNotFoundError) as e:
+          OSError) as e:
     sys.exit(f"error: {e}")
   print(f"wrote {step_dir}")
 
