@@ -16,6 +16,7 @@ from PIL import Image
 import pytest
 
 from conftest import tiny_config
+from pix2pix_jax.train import checkpoint_damage
 from pix2pix_jax.train import checkpoints
 from pix2pix_jax.train import setup
 from pix2pix_jax.train import sharding
@@ -61,7 +62,7 @@ def damaged_copy(two_checkpoints, tmp_path, damage: str) -> str:
 def test_loading_names_the_damaged_checkpoint_and_the_step_that_loads(
     two_checkpoints, tmp_path, damage):
   workdir = damaged_copy(two_checkpoints, tmp_path, damage)
-  with pytest.raises(checkpoints.CheckpointDamagedError) as error:
+  with pytest.raises(checkpoint_damage.CheckpointDamagedError) as error:
     checkpoints.load_generator(workdir)
   message = str(error.value)
   assert message.startswith("checkpoint 2 (") and message.endswith("--step=1 loads")
@@ -96,7 +97,7 @@ def test_training_moves_the_damaged_checkpoint_aside_and_resumes(two_checkpoints
 def test_move_aside_never_overwrites(tmp_path):
   for _ in range(2):
     (tmp_path / "7").mkdir()
-    checkpoints.move_aside(str(tmp_path / "7"))
+    checkpoint_damage.move_aside(str(tmp_path / "7"))
   assert sorted(os.listdir(tmp_path)) == ["7.damaged", "7.damaged-1"]
 
 

@@ -18,12 +18,14 @@ import numpy as np
 from PIL import Image
 import pytest
 
+from pix2pix_jax.serving import demo as demo_lib
+from pix2pix_jax.serving import http_guard
 from pix2pix_jax.serving import serve
 
 
 @pytest.fixture(scope="module")
 def demo(untrained_workdir):
-  return serve.Demo(untrained_workdir)
+  return demo_lib.Demo(untrained_workdir)
 
 
 @contextlib.contextmanager
@@ -203,7 +205,7 @@ def test_shape_flood_compiles_a_bounded_set_of_shapes(demo):
   assert statuses == [200] * len(sizes)
   assert max(latencies) < 1.0
   assert demo.compiled_shapes() <= {(64, 64), (256, 256)}
-  assert len(demo.compiled_shapes()) <= serve.BUCKET_LEVELS**2
+  assert len(demo.compiled_shapes()) <= demo_lib.BUCKET_LEVELS**2
 
 
 def test_bucket_translation_matches_plain_translate_for_a_bucket_shape(demo):
@@ -249,14 +251,14 @@ def test_host_header_is_checked_and_nothing_absolute_leaks(demo, untrained_workd
 
 
 def test_host_policy():
-  local = serve.HostPolicy("127.0.0.1")
+  local = http_guard.HostPolicy("127.0.0.1")
   assert all(map(local.allows, ["localhost", "localhost:8000", "127.0.0.1:1", "[::1]:8000",
                                 "LOCALHOST."]))
   assert not any(map(local.allows, ["evil.example", "10.0.0.2", "", None, "127.0.0.1.x"]))
-  anywhere = serve.HostPolicy("0.0.0.0", ("pix.lan",))
+  anywhere = http_guard.HostPolicy("0.0.0.0", ("pix.lan",))
   assert anywhere.allows("192.168.1.5:8000") and anywhere.allows("[fe80::1]:8000")
   assert anywhere.allows("pix.lan:8000") and not anywhere.allows("evil.example")
-  named = serve.HostPolicy("myhost.lan")
+  named = http_guard.HostPolicy("myhost.lan")
   assert named.allows("myhost.lan:8000") and not named.allows("other.lan")
 
 

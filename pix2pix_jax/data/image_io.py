@@ -264,3 +264,9 @@ def to_float(image: np.ndarray, top: float | None = None) -> np.ndarray:
   """Scales [0, top] (default: the range of the stored dtype, 255 or 65535) to [-1, 1]."""
   top = float(np.iinfo(image.dtype).max) if top is None else top
   return np.clip(image.astype(np.float32) * (2.0 / top) - 1.0, -1.0, 1.0)
+
+
+def resize_uint8(image: np.ndarray, height: int, width: int) -> np.ndarray:
+  """`resize`, rounded back to uint8 where it resized in float (RGBA, gray + alpha)."""
+  out = resize(image, height, width)
+  return out if out.dtype == np.uint8 else np.clip(np.round(out), 0, 255).astype(np.uint8)

@@ -25,12 +25,6 @@ from pix2pix_jax.nn.generate import Variables
 FIT_MODES = ("pad", "resize")
 
 
-def _resize_uint8(image: np.ndarray, height: int, width: int) -> np.ndarray:
-  """image_io.resize, rounded back to uint8 where it resized in float (RGBA, gray + alpha)."""
-  out = image_io.resize(image, height, width)
-  return out if out.dtype == np.uint8 else np.clip(np.round(out), 0, 255).astype(np.uint8)
-
-
 def _batches(indices: list[int], batch_size: int) -> Iterable[list[int]]:
   for start in range(0, len(indices), batch_size):
     yield indices[start:start + batch_size]
@@ -70,7 +64,7 @@ def translate(config: ml_collections.ConfigDict, variables: Variables,
       size = config.data.crop_size
       if size % multiple:
         raise ValueError(f"data.crop_size {size} is not a multiple of 2**num_downs={multiple}")
-      x = _resize_uint8(x, size, size)
+      x = image_io.resize_uint8(x, size, size)
     prepared.append(x)
     crops.append(crop)
 
@@ -89,5 +83,5 @@ def translate(config: ml_collections.ConfigDict, variables: Variables,
         if size_mode == "pad":
           outputs[i] = out[crops[i]]
         else:
-          outputs[i] = _resize_uint8(out, *crops[i])
+          outputs[i] = image_io.resize_uint8(out, *crops[i])
   return outputs  # type: ignore[return-value]

@@ -13,21 +13,13 @@ Which ones stay: the latest keep_checkpoints, with keep_every_steps every multip
 and with keep_best the best one by that validation metric (orbax preservation policies;
 a checkpoint saved at a validation step carries the metrics, ranked by `RANK`).
 
-A complete checkpoint can still be damaged later (a disk error, a file truncated by a copy,
-a deleted file): reading one raises CheckpointDamagedError, one sentence that says which and
-why, instead of orbax's and TensorStore's tracebacks; training moves it aside and resumes from
-the newest intact one, the inference programs say which --step loads.
+A checkpoint damaged later (train/checkpoint_damage.py) is reported in one sentence; the
+inference programs say which --step loads instead.
 """
 
-import contextlib
-import gc
-import json
-import logging
 import math
 import os
-import re
-import sys
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -37,6 +29,7 @@ import orbax.checkpoint as ocp
 from pix2pix_jax.config import base as config_base
 from pix2pix_jax.config import validation
 from pix2pix_jax.nn import models
+from pix2pix_jax.train import checkpoint_damage as damage
 from pix2pix_jax.train import ema
 from pix2pix_jax.train.state import TrainState
 
@@ -50,125 +43,6 @@ ARCHITECTURE_FIELDS = ("model.generator", "model.input_nc", "model.output_nc", "
 _ABSENT = "<absent>"  # A field the older (or newer) config does not have.
 BEST = "best"  # The step name that means the best checkpoint by keep_best's metric.
 RANK = "rank"  # In a checkpoint's metrics: higher is better, whatever the metric.
-# Files every complete checkpoint has; one missing means the checkpoint was damaged since.
-REQUIRED_FILES = ("state/_METADATA", "state/manifest.ocdbt", "config/metadata")
-DAMAGED_SUFFIX = ".damaged"
-
-
-class CheckpointDamagedError(ValueError):
-  """A checkpoint whose files are missing, truncated or corrupt; says which and why."""
-
-  def __init__(self, step_dir: str, reason: str, hint: str = ""):
-    self.step_dir, self.reason = step_dir, reason
-    self.step = os.path.basename(step_dir)
-    super().__init__(f"checkpoint {self.step} ({step_dir}) is damaged: {reason}"
-                     + (f"; {hint}" if hint else ""))
-
-
-def check_intact(step_dir: str) -> None:
-  """Raises CheckpointDamagedError if a file every checkpoint has is missing or unreadable.
-
-  Cheap (no array is read); catches what the loaders would misreport, e.g. a deleted
-  state/_METADATA, which otherwise reads as arrays of other shapes than the config's.
-  """
-  for name in REQUIRED_FILES:
-    path = os.path.join(step_dir, name)
-    if not os.path.isfile(path) or os.path.getsize(path) == 0:
-      raise CheckpointDamagedError(step_dir, f"{name} is missing or empty")
-  for name in ("state/_METADATA", "config/metadata"):
-    try:
-      with open(os.path.join(step_dir, name), "rb") as f:
-        json.loads(f.read())
-    except (OSError, ValueError) as e:
-      raise CheckpointDamagedError(step_dir, f"{name} is not readable JSON ({e})") from None
-
-
-def damage_reason(error: BaseException) -> str | None:
-  """What an orbax/TensorStore error says is wrong with the files; None if it is not that."""
-  seen: list[BaseException] = []
-  e: BaseException | None = error
-  while e is not None and len(seen) < 8:
-    seen.append(e)
-    e = e.__cause__ or e.__context__
-  for e in seen:
-    message = str(e)
-    array = re.search(r'Error reading "([^"/]+)', message)
-    where = f" (array {array.group(1)})" if array else ""
-    if "OUT_OF_RANGE" in message or "byte range" in message or "truncated" in message.lower():
-      return f"an array file is truncated{where}"
-    if "DATA_LOSS" in message or "corrupt" in message.lower() or "checksum" in message:
-      return f"an array file is corrupt{where}"
-    if isinstance(e, FileNotFoundError) or "NOT_FOUND" in message:
-      return f"a file is missing{where}: {message.splitlines()[0][:200]}"
-    if isinstance(e, json.JSONDecodeError):
-      return f"a metadata file is not valid JSON ({e})"
-    status = re.search(r"\b([A-Z_]{5,}): Error (reading|opening)", message)
-    if status:  # TensorStore's other statuses on a file it could not read.
-      return f"an array file cannot be read ({status.group(1)}){where}"
-  return None
-
-
-@contextlib.contextmanager
-def reading(step_dir: str) -> Iterator[None]:
-  """Errors that say `step_dir`'s files are damaged become one CheckpointDamagedError."""
-  reason = None
-  try:
-    yield
-  except CheckpointDamagedError:
-    raise
-  except Exception as e:  # pylint: disable=broad-except  # TensorStore raises bare Exception.
-    reason = damage_reason(e)
-    if reason is None:
-      raise
-  if reason is not None:
-    _drop_failed_reads()
-    raise CheckpointDamagedError(step_dir, reason)
-
-
-class _FailedReadFilter(logging.Filter):
-  """Drops asyncio's "Future exception was never retrieved" for a damaged checkpoint's reads."""
-
-  def filter(self, record: logging.LogRecord) -> bool:
-    return not (record.exc_info and damage_reason(record.exc_info[1]) is not None)
-
-
-def _drop_failed_reads() -> None:
-  """Silences the other reads of a damaged checkpoint that failed too.
-
-  Orbax awaits the first failed read and leaves the others; when they are collected (now, or
-  at exit) each would print a traceback through asyncio's logger or sys.unraisablehook. Only
-  those are dropped, from the first damaged checkpoint on, for the rest of the process.
-  """
-  logger = logging.getLogger("asyncio")
-  if not any(isinstance(f, _FailedReadFilter) for f in logger.filters):
-    logger.addFilter(_FailedReadFilter())
-  previous = sys.unraisablehook
-  if not getattr(previous, "drops_failed_reads", False):
-    # Self-contained (bound defaults, no module globals): it may run at interpreter exit.
-    def hook(unraisable: Any, previous: Any = previous, reason: Any = damage_reason,
-             marks: tuple[str, ...] = ("Encountered error while reading array",
-                                       "Event loop is closed")) -> None:
-      error = unraisable.exc_value  # The read's error, or its loop's, closed before it ended.
-      try:
-        ours = any(m in str(error) for m in marks) or reason(error) is not None
-      except Exception:  # pylint: disable=broad-except
-        ours = False
-      if not ours:
-        previous(unraisable)
-    hook.drops_failed_reads = True  # type: ignore[attr-defined]
-    sys.unraisablehook = hook
-  gc.collect()
-
-
-def move_aside(step_dir: str) -> str:
-  """Renames a damaged checkpoint `<step>.damaged` (kept for a look, never read again)."""
-  target, n = step_dir + DAMAGED_SUFFIX, 1
-  while os.path.exists(target):
-    target, n = f"{step_dir}{DAMAGED_SUFFIX}-{n}", n + 1
-  os.rename(step_dir, target)
-  return target
-
-
 def checkpoint_dir(workdir: str) -> str:
   return os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
 
@@ -333,7 +207,7 @@ def check_state_shapes(saved_metadata: Any, abstract_state: Any,
       f"checkpoint's: " + _describe(fields or ["none"]))
 
 
-# --------------------------------------------------------------------------- reading a trained G
+# --------------------------------------------------------------------------- damage.reading a trained G
 
 
 def _step_dirs(root: str) -> dict[int, str]:
@@ -396,12 +270,12 @@ def load_config(step_dir: str) -> ml_collections.ConfigDict:
   """A checkpoint's config, on top of today's defaults (fields added since are filled in)."""
   try:
     return _load_config(step_dir)
-  except CheckpointDamagedError as e:
-    raise CheckpointDamagedError(step_dir, e.reason, _working_step(step_dir)) from None
+  except damage.CheckpointDamagedError as e:
+    raise damage.CheckpointDamagedError(step_dir, e.reason, _working_step(step_dir)) from None
 
 
 def _load_config(step_dir: str) -> ml_collections.ConfigDict:
-  with reading(step_dir):
+  with damage.reading(step_dir):
     saved = ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(
         os.path.join(step_dir, "config"), args=ocp.args.JsonRestore())
   config = config_base.base_config()
@@ -420,8 +294,8 @@ def load_generator(path: str, step: int | str | None = None
   step_dir = checkpoint_step_dir(path, step)
   try:
     return _load_generator(step_dir)
-  except CheckpointDamagedError as e:
-    raise CheckpointDamagedError(step_dir, e.reason, _working_step(step_dir)) from None
+  except damage.CheckpointDamagedError as e:
+    raise damage.CheckpointDamagedError(step_dir, e.reason, _working_step(step_dir)) from None
 
 
 def _working_step(damaged: str) -> str:
@@ -431,14 +305,14 @@ def _working_step(damaged: str) -> str:
       continue
     try:
       _load_generator(step_dir)
-    except CheckpointDamagedError:
+    except damage.CheckpointDamagedError:
       continue
     return f"--step={step} loads"
   return "no other checkpoint there loads"
 
 
 def _load_generator(step_dir: str) -> tuple[ml_collections.ConfigDict, Variables]:
-  check_intact(step_dir)
+  damage.check_intact(step_dir)
   config = _load_config(step_dir)
   shapes = generator_shapes(config)
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
@@ -447,7 +321,7 @@ def _load_generator(step_dir: str) -> tuple[ml_collections.ConfigDict, Variables
   if shapes.get("batch_stats"):
     wanted["g_batch_stats"] = shapes["batch_stats"]
   wanted = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device), wanted)
-  with reading(step_dir):
+  with damage.reading(step_dir):
     restored = ocp.PyTreeCheckpointer().restore(
         os.path.join(step_dir, "state"), args=ocp.args.PyTreeRestore(
             item=wanted, restore_args=ocp.checkpoint_utils.construct_restore_args(wanted),
