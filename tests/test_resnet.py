@@ -15,6 +15,7 @@ from pix2pix_jax.config import validation
 from pix2pix_jax.data import pipeline
 from pix2pix_jax.nn import models
 from pix2pix_jax.nn import resnet
+from pix2pix_jax.serving import export
 from pix2pix_jax.serving import inference
 from pix2pix_jax.train import checkpoints
 from pix2pix_jax.train import setup
@@ -88,6 +89,20 @@ def test_size_multiple_is_4_for_the_resnet_generators():
   c.data.crop_size = 62
   with pytest.raises(validation.ConfigError, match=r"^data.crop_size=62 must be a multiple of 4"):
     validation.validate(c)
+  c.data.crop_size = 4  # Blocks would reflect-pad 1x1 maps.
+  with pytest.raises(validation.ConfigError, match=r"^data.crop_size=4 must be at least 8"):
+    validation.validate(c)
+
+
+def test_exports_for_any_multiple_of_4():
+  """The StableHLO export is polymorphic in the size: reflection padding needs it to know that
+  the quarter-size maps have two pixels."""
+  c = resnet_config()
+  g = models.make_generator(c.model)
+  variables = g.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)), train=False)
+  exported = export.export_stablehlo(c, variables, platforms=("cpu",))
+  x = jax.random.normal(jax.random.key(1), (2, 12, 20, 3))
+  np.testing.assert_allclose(exported.call(x), g.apply(variables, x, train=False), atol=1e-5)
 
 
 def test_trains_and_translates_any_size(tmp_path):

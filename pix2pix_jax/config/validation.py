@@ -87,6 +87,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
         f"data.crop_size={d.crop_size} must be a multiple of {multiple} (2**model.num_downs "
         f"for a U-Net, 4 for a ResNet generator) so that the generator's output has its "
         f"input's size (e.g. {max(multiple, d.crop_size // multiple * multiple)}).")
+  if crops and d.crop_size < models.min_size(m):
+    raise ConfigError(f"data.crop_size={d.crop_size} must be at least {models.min_size(m)} for "
+                      f"model.generator={m.generator}.")
   if d.preprocess in ("resize_and_crop", "scale_width_and_crop") and d.crop_size > d.load_size:
     raise ConfigError(
         f"data.crop_size={d.crop_size} is larger than data.load_size={d.load_size}: "

@@ -211,6 +211,14 @@ def size_multiple(model_config: ml_collections.ConfigDict) -> int:
   return 2**model_config.num_downs
 
 
+def min_size(model_config: ml_collections.ConfigDict) -> int:
+  """The smallest input side: a multiple of size_multiple for which each reflection padding
+  has two pixels to reflect (the ResNets pad their quarter-size maps; torch needs it too)."""
+  if model_config.generator in resnet.BLOCKS:
+    return resnet.MIN_SIZE
+  return size_multiple(model_config)
+
+
 def _init(model_config: ml_collections.ConfigDict) -> layers.Init:
   return layers.initializers(model_config.init_type, model_config.init_gain)
 

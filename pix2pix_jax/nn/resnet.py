@@ -27,6 +27,7 @@ ModuleDef = Any
 
 BLOCKS = {"resnet_9blocks": 9, "resnet_6blocks": 6}  # model.generator -> residual blocks.
 SIZE_MULTIPLE = 4  # Two stride-2 downsamplings.
+MIN_SIZE = 8  # The blocks' ReflectionPad2d(1) at a quarter of the size needs 2 pixels there.
 
 
 def reflect_pad(x: jax.Array, p: int) -> jax.Array:

@@ -62,7 +62,9 @@ def export_stablehlo(config: ml_collections.ConfigDict, variables: generate_lib.
                      platforms: Sequence[str] = PLATFORMS) -> jax_export.Exported:
   """The generator lowered once for shapes (b, m*h, m*w, input_nc), m = models.size_multiple."""
   m = models.size_multiple(config.model)
-  b, h, w = jax_export.symbolic_shape("b, h, w")
+  # jnp.pad's reflection must know at lowering time that each side it pads is > 1 pixel.
+  least = models.min_size(config.model) // m
+  b, h, w = jax_export.symbolic_shape("b, h, w", constraints=(f"h >= {least}", f"w >= {least}"))
   spec = jax.ShapeDtypeStruct((b, m * h, m * w, config.model.input_nc), jnp.float32)
   return jax_export.export(jax.jit(eval_fn(config, variables)), platforms=tuple(platforms))(spec)
 
