@@ -22,7 +22,7 @@ class Spec:
   load_size: int = 286
   crop_size: int = 256
   flip: bool = True
-  multiple: int = 1  # 2**num_downs: the generator halves the size num_downs times.
+  multiple: int = 1  # models.size_multiple: 2**num_downs for the U-Net, 4 for the ResNets.
   size_mode: str = "reflect"  # How to reach a multiple: pad (reflect | zeros) or resize.
 
   def __post_init__(self):

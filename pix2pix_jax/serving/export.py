@@ -8,7 +8,7 @@ weights inside. The paper's test mode needs a dropout key and per-image statisti
 `pix2pix_jax.serving.translate` for it.
 
 - OUT/generator.stablehlo: `jax.export` serialization, polymorphic in the batch and in the
-  spatial size (any multiple of 2**num_downs), for cpu, cuda and tpu. Load it with
+  spatial size (any multiple of models.size_multiple), for cpu, cuda and tpu. Load it with
   `jax.export.deserialize(open(path, "rb").read()).call(images)`: jax alone is needed.
 - OUT/saved_model: a TensorFlow SavedModel through jax2tf, signature `serving_default`
   (images [batch, S, S, input_nc] float32 -> outputs), batch polymorphic, S fixed (--size,
@@ -60,9 +60,11 @@ def eval_fn(config: ml_collections.ConfigDict, variables: generate_lib.Variables
 
 def export_stablehlo(config: ml_collections.ConfigDict, variables: generate_lib.Variables,
                      platforms: Sequence[str] = PLATFORMS) -> jax_export.Exported:
-  """The generator lowered once for shapes (b, m*h, m*w, input_nc), m = 2**num_downs."""
-  m = 2**config.model.num_downs
-  b, h, w = jax_export.symbolic_shape("b, h, w")
+  """The generator lowered once for shapes (b, m*h, m*w, input_nc), m = models.size_multiple."""
+  m = models.size_multiple(config.model)
+  # jnp.pad's reflection must know at lowering time that each side it pads is > 1 pixel.
+  least = models.min_size(config.model) // m
+  b, h, w = jax_export.symbolic_shape("b, h, w", constraints=(f"h >= {least}", f"w >= {least}"))
   spec = jax.ShapeDtypeStruct((b, m * h, m * w, config.model.input_nc), jnp.float32)
   return jax_export.export(jax.jit(eval_fn(config, variables)), platforms=tuple(platforms))(spec)
 
@@ -74,8 +76,8 @@ def save_saved_model(config: ml_collections.ConfigDict, variables: generate_lib.
   from jax.experimental import jax2tf  # pylint: disable=g-import-not-at-top
 
   m = config.model
-  if size % 2**m.num_downs:
-    raise ValueError(f"--size {size} is not a multiple of 2**num_downs = {2**m.num_downs}")
+  if size % models.size_multiple(m):
+    raise ValueError(f"--size {size} is not a multiple of {models.size_multiple(m)}")
   generator = export_generator(config)
   one_image = jax2tf.convert(
       lambda variables, image: generator.apply(variables, image[None], train=False)[0],
@@ -109,7 +111,8 @@ def export_all(checkpoint: str, output_dir: str, *, step: int | None = None,
   info: dict[str, Any] = {
       "checkpoint": step_dir, "mode": "eval (no dropout, BatchNorm running averages)",
       "layout": "NHWC float32", "value_range": [-1.0, 1.0], "input_channels": m.input_nc,
-      "output_channels": m.output_nc, "spatial_multiple": 2**m.num_downs, "artifacts": {}}
+      "output_channels": m.output_nc, "spatial_multiple": models.size_multiple(m),
+      "artifacts": {}}
   if export_format in ("stablehlo", "both"):
     exported = export_stablehlo(config, variables, platforms)
     with open(os.path.join(output_dir, STABLEHLO_FILE), "wb") as f:

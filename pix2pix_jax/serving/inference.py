@@ -19,9 +19,10 @@ import numpy as np
 from pix2pix_jax.data import image_io
 from pix2pix_jax.data import transforms
 from pix2pix_jax.nn import generate as generate_lib
+from pix2pix_jax.nn import models
 from pix2pix_jax.nn.generate import Variables
 
-# How translate fits an image to the network: pad to a multiple of 2**num_downs, or resize.
+# How translate fits an image to the network: pad to the generator's size multiple, or resize.
 FIT_MODES = ("pad", "resize")
 
 
@@ -38,7 +39,7 @@ def translate(config: ml_collections.ConfigDict, variables: Variables,
               ) -> list[np.ndarray]:
   """uint8 images of any sizes and channel counts -> uint8 HxWx`output_nc` outputs, same sizes.
 
-  size_mode "pad": reflect-pad to a multiple of 2**num_downs, crop the output back (keeps the
+  size_mode "pad": reflect-pad to the generator's size multiple, crop the output back (keeps the
   pixel scale; in test mode the mirrored border also enters the BatchNorm statistics).
   "resize": resize to the training crop size and the output back (keeps the scale the
   network was trained at, relative to the image). Images of one padded shape share
@@ -49,7 +50,7 @@ def translate(config: ml_collections.ConfigDict, variables: Variables,
   if size_mode not in FIT_MODES:
     raise ValueError(f"size_mode must be one of {FIT_MODES}, got {size_mode!r}")
   m = config.model
-  multiple = 2**m.num_downs
+  multiple = models.size_multiple(m)
   generate = generate_fn or generate_lib.make_generate_fn(config, eval_mode)
   ids = list(range(len(images))) if image_ids is None else list(image_ids)
   if len(ids) != len(images):
@@ -63,7 +64,7 @@ def translate(config: ml_collections.ConfigDict, variables: Variables,
       crop = x.shape[:2]
       size = config.data.crop_size
       if size % multiple:
-        raise ValueError(f"data.crop_size {size} is not a multiple of 2**num_downs={multiple}")
+        raise ValueError(f"data.crop_size {size} is not a multiple of {multiple}")
       x = image_io.resize_uint8(x, size, size)
     prepared.append(x)
     crops.append(crop)

@@ -83,7 +83,7 @@ def define_flags() -> None:
   flags.DEFINE_string("input", None, "An image file or a folder of images.", required=True)
   flags.DEFINE_string("output", None, "Folder for the PNG outputs.", required=True)
   flags.DEFINE_enum("size_mode", "pad", inference.FIT_MODES,
-                    "pad: reflect-pad to a multiple of 2**num_downs and crop back; "
+                    "pad: reflect-pad to a multiple of 2**num_downs (resnet_*: 4) and crop back; "
                     "resize: resize to the training size and back.")
   flags.DEFINE_bool("eval_mode", False, "Deterministic: no dropout, BatchNorm running averages.")
   flags.DEFINE_integer("seed", 0, "Dropout noise seed (the default test mode).")

@@ -260,7 +260,7 @@ def checkpoint_step_dir(path: str, step: int | str | None = None) -> str:
 def generator_shapes(config: ml_collections.ConfigDict) -> Variables:
   """ShapeDtypeStructs of the generator's variables, without computing anything."""
   m = config.model
-  size = 2**m.num_downs
+  size = models.size_multiple(m)
   x = jax.ShapeDtypeStruct((1, size, size, m.input_nc), jnp.float32)
   generator = models.make_generator(m)
   return jax.eval_shape(lambda x: generator.init(jax.random.key(0), x, train=False), x)
