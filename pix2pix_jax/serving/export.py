@@ -20,7 +20,6 @@ weights inside. The paper's test mode needs a dropout key and per-image statisti
 
 import json
 import os
-import sys
 from typing import Any, Callable, Sequence
 
 from absl import app
@@ -147,7 +146,7 @@ def main(argv: list[str]) -> None:
     info = export_all(checkpoint_flags.path(), f.output, step=f.step, export_format=f.format,
                       size=f.size, platforms=f.platforms)
   except (FileNotFoundError, ValueError) as e:
-    sys.exit(f"error: {e}")
+    checkpoint_flags.exit_with(e)
   print(json.dumps(info["artifacts"], indent=2))
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ import io
 import json
 import os
 import posixpath
-import sys
 import time
 import urllib.parse
 from typing import Any
@@ -288,7 +287,7 @@ def main(argv: list[str]) -> None:
   try:
     demo = demo_lib.Demo(checkpoint_flags.path(), f.step, eval_mode=f.eval_mode, seed=f.seed)
   except (FileNotFoundError, ValueError) as e:
-    sys.exit(f"error: {e}")
+    checkpoint_flags.exit_with(e)
   upload = int(f.max_upload_mb * 2**20)
   server = make_server(demo, f.host, f.port, max_upload_bytes=upload,
                        max_body_bytes_total=4 * upload, max_connections=f.max_connections,

@@ -9,7 +9,6 @@ paper's test mode (dropout on, per-image BatchNorm statistics); --eval_mode is d
 """
 
 import os
-import sys
 import zlib
 
 from absl import app
@@ -98,7 +97,7 @@ def main(argv: list[str]) -> None:
         checkpoint_flags.path(), f.input, f.output, step=f.step, size_mode=f.size_mode,
         eval_mode=f.eval_mode, seed=f.seed, batch_size=f.batch_size)
   except (FileNotFoundError, ValueError) as e:
-    sys.exit(f"error: {e}")
+    checkpoint_flags.exit_with(e)
   print(f"wrote {len(written)} image(s) to {f.output}")
 
 

@@ -75,7 +75,12 @@ def damage_reason(error: BaseException) -> str | None:
 
 @contextlib.contextmanager
 def reading(step_dir: str) -> Iterator[None]:
-  """Errors that say `step_dir`'s files are damaged become one CheckpointDamagedError."""
+  """Errors that say `step_dir`'s files are damaged become one CheckpointDamagedError.
+
+  The filters for the other failed reads go in first: orbax's background reads can fail,
+  and print, before the first failure reaches this frame.
+  """
+  _drop_failed_reads()
   reason = None
   try:
     yield
@@ -102,7 +107,7 @@ def _drop_failed_reads() -> None:
 
   Orbax awaits the first failed read and leaves the others; when they are collected (now, or
   at exit) each would print a traceback through asyncio's logger or sys.unraisablehook. Only
-  those are dropped, from the first damaged checkpoint on, for the rest of the process.
+  those are dropped, from the first checkpoint read on, for the rest of the process.
   """
   logger = logging.getLogger("asyncio")
   if not any(isinstance(f, _FailedReadFilter) for f in logger.filters):
