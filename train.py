@@ -19,6 +19,7 @@ import jax
 from ml_collections import config_flags
 
 from pix2pix_jax.config import validation
+from pix2pix_jax.data import image_io
 from pix2pix_jax.eval import evaluate
 from pix2pix_jax.train import preemption
 from pix2pix_jax.train import trainer
@@ -72,7 +73,7 @@ def main(argv):
     metric_set = evaluate.metric_set() if config.eval_every_steps > 0 else None
     trainer.train_and_evaluate(config, _WORKDIR.value, metric_set=metric_set)
   except (validation.ConfigError, trainer.NonFiniteLossError,
-          trainer.OutOfMemoryError) as e:
+          trainer.OutOfMemoryError, image_io.BadImageError) as e:  # A bad file names itself.
     sys.exit(f"error: {e}")
   except preemption.Preempted as e:
     command = shlex.join([os.path.basename(sys.executable), *sys.argv])

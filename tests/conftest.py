@@ -51,6 +51,46 @@ def trained_workdir(tmp_path_factory):
   return str(workdir)
 
 
+def save_checkpoints(workdir, config, states) -> None:
+  """Writes each state as a checkpoint of `workdir` (at the state's own step)."""
+  manager = checkpoints.make_manager(str(workdir), async_save=False)
+  for state in states:
+    checkpoints.save(manager, state, config, force=True)
+  manager.wait_until_finished()
+  manager.close()
+
+
+def random_state(config):
+  """A TrainState of `config`'s shapes filled with small random numbers: tracing the
+  initialisation takes a second where compiling it takes a minute on a busy CPU."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  abstract = jax.eval_shape(setup.build(config, sharding.make_mesh(), 1).create_state)
+  rng = np.random.default_rng(0)
+
+  def fill(leaf):
+    if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+      return jax.random.split(jax.random.key(0), leaf.shape) if leaf.shape else jax.random.key(0)
+    if jnp.issubdtype(leaf.dtype, jnp.floating):
+      return jnp.asarray(rng.uniform(0.0, 0.05, leaf.shape), leaf.dtype)
+    return jnp.zeros(leaf.shape, leaf.dtype)
+
+  return jax.tree.map(fill, abstract)
+
+
+@pytest.fixture(scope="session")
+def untrained_workdir(tmp_path_factory):
+  """Checkpoints 1 and 2 of the tiny model with random weights (`random_state`): for tests
+  that need a generator to serve, or two checkpoints to resume from (issue 19)."""
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  config = tiny_config()
+  workdir = tmp_path_factory.mktemp("untrained")
+  state = random_state(config)
+  save_checkpoints(workdir, config, [state.replace(step=jnp.asarray(n, state.step.dtype))
+                                     for n in (1, 2)])
+  return str(workdir)
+
+
 # --- Data: datasets and input pipeline (issue 3). ------------------------------------------
 
 import pathlib  # pylint: disable=g-import-not-at-top,wrong-import-position

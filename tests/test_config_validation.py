@@ -35,7 +35,9 @@ def test_default_config_is_valid():
     ({"model__dropout_rate": 1.0}, "model.dropout_rate"),
     ({"batch_size": 0}, "batch_size"),
     ({"nan_policy": "ignore"}, "nan_policy"),
-    ({"model__generator": "resnet_9blocks"}, "model.generator"),
+    ({"model__generator": "resnet_12blocks"}, "model.generator"),
+    ({"model__init_type": "uniform"}, "model.init_type"),
+    ({"model__init_gain": 0.0}, "model.init_gain"),
 ])
 def test_bad_field_is_named(fields, field_named):
   with pytest.raises(validation.ConfigError) as e:

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 import configs.default as default_config
+from pix2pix_jax.config import sizes
 from pix2pix_jax.config import validation
 from pix2pix_jax.nn import models
-from pix2pix_jax.config import sizes
 from pix2pix_jax.objectives import losses
 from pix2pix_jax.objectives import objective
 from pix2pix_jax.objectives import regularizers

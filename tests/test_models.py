@@ -1,4 +1,7 @@
-"""Network shapes and sizes: the official implementation's parameter counts and patch sizes."""
+"""Network shapes and sizes (the official implementation's parameter counts and patch sizes) and
+initialisation (the official init_weights)."""
+
+import hashlib
 
 import jax
 import jax.numpy as jnp
@@ -6,8 +9,9 @@ import numpy as np
 import pytest
 
 import configs.default as default_config
-from pix2pix_jax.nn import models
 from pix2pix_jax.config import sizes
+from pix2pix_jax.nn import layers
+from pix2pix_jax.nn import models
 
 
 def full_size_config(**model):
@@ -125,3 +129,80 @@ def test_batch_norm_matches_pytorch_batchnorm2d():
   np.testing.assert_allclose(
       eval_out, (np.asarray(x) - 0.1 * mean) / np.sqrt(0.9 + 0.1 * xn.var(0, ddof=1) + 1e-5) * scale,
       rtol=1e-4, atol=1e-5)
+
+
+def _digest(tree) -> str:
+  h = hashlib.sha256()
+  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+  for path, leaf in sorted(leaves, key=lambda p: jax.tree_util.keystr(p[0])):
+    h.update(jax.tree_util.keystr(path).encode())
+    h.update(np.asarray(leaf).tobytes())
+  return h.hexdigest()[:16]
+
+
+def test_default_init_is_unchanged():
+  """The default config's initial parameters are the ones of the code before init_type
+  existed (digests recorded then, with jax 0.12: a change of JAX's PRNG would change them)."""
+  c = default_config.get_config()
+  c.model.update(ngf=4, ndf=4, num_downs=6, n_layers_d=2)
+  x = jnp.zeros((1, 64, 64, 3))
+  g = models.make_generator(c.model).init(jax.random.key(0), x, train=False)
+  d = models.make_discriminator(c.model).init(jax.random.key(1), x, x, train=False)
+  assert (_digest(g["params"]), _digest(d["params"])) == ("df8da1b01e41bfd2", "30820f541cdea8db")
+
+
+# Our kernels are (kh, kw, in, out). torch.nn.init's fans (checked with torch 2.13): Conv2d's
+# weight (out, in, kh, kw) has fan_in = in * kh * kw, ConvTranspose2d's (in, out, kh, kw)
+# fan_in = out * kh * kw; orthogonal_ makes the rows of weight.view(size(0), -1) orthonormal.
+_KH, _IN, _OUT, _GAIN = 3, 64, 512, 0.5
+
+
+def _official_std(init_type: str, transposed: bool) -> float:
+  fan_in = _KH * _KH * (_OUT if transposed else _IN)
+  fan_out = _KH * _KH * (_IN if transposed else _OUT)
+  rows, cols = (_IN, _OUT * _KH * _KH) if transposed else (_OUT, _IN * _KH * _KH)
+  return {"normal": _GAIN, "xavier": _GAIN * np.sqrt(2 / (fan_in + fan_out)),
+          "kaiming": np.sqrt(2 / fan_in),  # kaiming_normal_(a=0): init_gain is not used.
+          "orthogonal": _GAIN * np.sqrt(min(rows, cols) / (rows * cols))}[init_type]
+
+
+def _torch_matrix(kernel: np.ndarray, transposed: bool) -> np.ndarray:
+  """weight.view(size(0), -1) of the torch weight our kernel holds."""
+  weight = kernel.transpose((2, 3, 0, 1) if transposed else (3, 2, 0, 1))
+  return weight.reshape(weight.shape[0], -1)
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+@pytest.mark.parametrize("init_type", layers.INIT_TYPES)
+def test_init_statistics_are_the_official_ones(init_type, transposed):
+  init = layers.initializers(init_type, _GAIN)
+  kernel_init = init.conv_transpose if transposed else init.conv
+  kernel = np.asarray(kernel_init(jax.random.key(0), (_KH, _KH, _IN, _OUT)), np.float64)
+  assert abs(kernel.mean()) < 0.01 * kernel.std()
+  np.testing.assert_allclose(kernel.std(), _official_std(init_type, transposed), rtol=0.02)
+  if init_type == "orthogonal":
+    m = _torch_matrix(kernel, transposed)
+    np.testing.assert_allclose(m @ m.T, _GAIN**2 * np.eye(m.shape[0]), atol=1e-5)
+
+
+def test_batch_norm_scale_init_is_normal_around_one():
+  scale = np.asarray(layers.initializers("kaiming", 0.3).norm_scale(jax.random.key(0),
+                                                                    (100_000,)))
+  assert abs(scale.mean() - 1.0) < 0.005 and abs(scale.std() - 0.3) < 0.005
+
+
+def test_config_init_reaches_every_network():
+  c = default_config.get_config()
+  c.model.update(ngf=4, ndf=4, num_downs=5, n_layers_d=2, init_type="orthogonal", init_gain=1.0)
+  x = jnp.zeros((1, 32, 32, 3))
+  d = models.make_discriminator(c.model).init(jax.random.key(0), x, x, train=False)["params"]
+  unet = models.make_generator(c.model).init(jax.random.key(0), x, train=False)["params"]
+  c.model.generator = "resnet_6blocks"
+  res = models.make_generator(c.model).init(jax.random.key(0), x, train=False)["params"]
+  for kernel, transposed in ((d["patch_0"]["conv_1"]["kernel"], False),
+                             (unet["enc_1"]["kernel"], False), (unet["dec_2"]["kernel"], True),
+                             (res["block_0"]["conv_1"]["kernel"], False),
+                             (res["up_0"]["kernel"], True)):
+    m = _torch_matrix(np.asarray(kernel), transposed)
+    np.testing.assert_allclose(m @ m.T, np.eye(m.shape[0]), atol=1e-5)
+  assert float(np.std(unet["enc_norm_1"]["bn"]["scale"])) > 0.1  # N(1, init_gain = 1).

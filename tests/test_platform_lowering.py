@@ -102,6 +102,15 @@ def test_generator_inference_lowers_to_plain_convolutions_off_cpu(eval_mode):
   assert cpu["matrix_dot"] > 0  # The inner levels' im2col products.
 
 
+def test_resnet_generator_inference_lowers_to_plain_convolutions_on_cuda():
+  c = paper_config(4, "float32")
+  c.model.generator = "resnet_9blocks"
+  text = lowered(generate_fn(c, conv.AUTO, eval_mode=False), "cuda")
+  assert "stablehlo.dot_general" not in text and "stablehlo.custom_call" not in text
+  # stem, 2 down, 2 per block, 2 up (transposed: lax's input-dilated convolutions), head.
+  assert ops(text)["convolution"] == 1 + 2 + 2 * 9 + 2 + 1
+
+
 def test_cpu_placement_picks_the_cpu_branch_whatever_the_default_backend(monkeypatch):
   """The choice follows the lowering platform: a function jitted onto a CPU device gets the
   CPU forms even when the process's default backend says otherwise."""

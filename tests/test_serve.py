@@ -3,6 +3,7 @@
 import http.client
 import io
 import json
+import os
 import socket
 import threading
 
@@ -10,6 +11,7 @@ import numpy as np
 from PIL import Image
 import pytest
 
+from pix2pix_jax.serving import demo as demo_lib
 from pix2pix_jax.serving import inference
 from pix2pix_jax.serving import serve
 
@@ -18,7 +20,7 @@ MAX_UPLOAD = 64 * 1024
 
 @pytest.fixture(scope="module")
 def demo(trained_workdir):
-  return serve.Demo(trained_workdir)
+  return demo_lib.Demo(trained_workdir)
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +66,9 @@ def test_info_describes_checkpoint_and_palette(address, trained_workdir):
   status, headers, body = request(address, "GET", "/info")
   assert status == 200 and headers["Content-Type"] == "application/json"
   info = json.loads(body)
-  assert info["checkpoint"].startswith(trained_workdir) and info["step"] == 1
+  # No absolute path (any page the browser shows could read it): the workdir's name on.
+  assert info["checkpoint"] == f"{os.path.basename(trained_workdir)}/checkpoints/1"
+  assert info["step"] == 1
   assert info["dataset"] == "synthetic" and info["kind"] == "labels"
   assert info["input_size"] == 64
   names = [entry["name"] for entry in info["palette"]]
@@ -94,7 +98,8 @@ def test_translate_matches_inference(address, demo):
   batched = inference.translate(demo.config, demo.variables, [image], image_ids=[0])[0]
   assert np.abs(out.astype(int) - batched).max() <= 1
   # The same drawing gives the same picture: the dropout key depends on nothing else.
-  assert request(address, "POST", "/translate", png_bytes(image))[2] == body
+  assert request(address, "POST", "/translate", png_bytes(image),
+                 {"Content-Type": "image/png"})[2] == body
 
 
 def test_translate_multipart_jpeg_of_another_size(address):
@@ -132,10 +137,11 @@ def test_bad_multipart_and_missing_length(address):
                            {"Content-Type": "multipart/form-data; boundary=x"})
   assert got == 400 and b"no file part" in answer
   with socket.create_connection(address, timeout=30) as s:
-    s.sendall(b"POST /translate HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n\r\n")
+    s.sendall(b"POST /translate HTTP/1.1\r\nHost: localhost\r\nContent-Type: image/png\r\n\r\n")
     assert s.recv(100).startswith(b"HTTP/1.1 411")
   with socket.create_connection(address, timeout=30) as s:  # Answered before the body comes.
-    s.sendall(b"POST /translate HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000000\r\n\r\n")
+    s.sendall(b"POST /translate HTTP/1.1\r\nHost: localhost\r\nContent-Type: image/png\r\n"
+              b"Content-Length: 10000000000\r\n\r\n")
     assert s.recv(100).startswith(b"HTTP/1.1 413")
   got, _, _ = request(address, "POST", "/elsewhere", b"x")
   assert got == 404
@@ -156,28 +162,28 @@ def test_no_file_outside_static(address, path):
 
 
 def test_static_path_resolution():
-  assert serve.static_path("/") == serve.os.path.join(serve.STATIC_DIR, "index.html")
-  assert serve.static_path("/static/app.js") == serve.os.path.join(serve.STATIC_DIR, "app.js")
-  assert serve.static_path("/app.js") == serve.os.path.join(serve.STATIC_DIR, "app.js")
+  assert serve.static_path("/") == os.path.join(serve.STATIC_DIR, "index.html")
+  assert serve.static_path("/static/app.js") == os.path.join(serve.STATIC_DIR, "app.js")
+  assert serve.static_path("/app.js") == os.path.join(serve.STATIC_DIR, "app.js")
   assert serve.static_path("/%2e%2e/serve.py") is None
 
 
 def test_input_kind_follows_dataset_and_direction(demo):
   config = demo.config.copy_and_resolve_references()
-  assert serve.input_kind(config) == "labels"
+  assert demo_lib.input_kind(config) == "labels"
   config.data.direction = "BtoA"
-  assert serve.input_kind(config) == "photo"
+  assert demo_lib.input_kind(config) == "photo"
   config.data.name = "edges2shoes"
-  assert serve.input_kind(config) == "photo"
+  assert demo_lib.input_kind(config) == "photo"
   config.data.direction = "AtoB"
-  assert serve.input_kind(config) == "edges" and serve.palette(config) == []
+  assert demo_lib.input_kind(config) == "edges" and demo_lib.palette(config) == []
   config.data.name = "facades"
-  assert serve.input_kind(config) == "photo"
+  assert demo_lib.input_kind(config) == "photo"
   config.data.direction = "BtoA"
-  assert serve.input_kind(config) == "labels" and len(serve.palette(config)) == 12
+  assert demo_lib.input_kind(config) == "labels" and len(demo_lib.palette(config)) == 12
   config.data.name = "cityscapes"
-  assert serve.palette(config)[0] == {"name": "road", "color": "#804080"}
+  assert demo_lib.palette(config)[0] == {"name": "road", "color": "#804080"}
   config.data.name = "folder"
   config.data.palette = [["sky", [0, 0, 255]], ["tree", [0, 128, 0]]]
-  assert serve.input_kind(config) == "labels"
-  assert serve.palette(config)[1] == {"name": "tree", "color": "#008000"}
+  assert demo_lib.input_kind(config) == "labels"
+  assert demo_lib.palette(config)[1] == {"name": "tree", "color": "#008000"}

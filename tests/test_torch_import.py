@@ -2,7 +2,8 @@
 
 The fixtures (tests/fixtures/make_torch_fixture.py, run once with torch) hold a tiny official
 unet G (ngf 2, 5 levels, BatchNorm) in the zip and the legacy formats, an n_layers and a pixel
-D, and torch's outputs for a fixed input. Nothing here imports torch.
+D, two ResNet Gs (ngf 2: resnet_6blocks with BatchNorm and dropout, resnet_9blocks with
+InstanceNorm and none), and torch's outputs for fixed inputs. Nothing here imports torch.
 """
 
 import os
@@ -81,6 +82,53 @@ def test_discriminator_matches_torch(filename, net_d, n_layers, key, expected):
   outputs = models.make_discriminator(config.model).apply(
       variables, expected["input"], expected["g_eval"], train=False)
   np.testing.assert_allclose(models.logits(outputs)[0], expected[key], atol=1e-4)
+
+
+RESNETS = [("resnet_6blocks_batch", "resnet_6blocks", "batch", False),
+           ("resnet_9blocks_instance", "resnet_9blocks", "instance", True)]
+
+
+@pytest.fixture(scope="module")
+def resnet_expected():
+  with np.load(os.path.join(FIXTURES, "resnet_outputs.npz")) as f:
+    out = {k: np.transpose(v, (0, 2, 3, 1)) for k, v in f.items()}
+  out["input"] = out.pop("input_uint8_nchw").astype(np.float32) / 127.5 - 1.0  # 28 x 20
+  return out
+
+
+def _resnet_state_dict(name):
+  return torch_pth.load_state_dict(os.path.join(FIXTURES, f"{name}_net_G.pth"))
+
+
+@pytest.mark.parametrize("name, net_g, norm, no_dropout", RESNETS)
+def test_resnet_generator_matches_torch(name, net_g, norm, no_dropout, resnet_expected):
+  sd = _resnet_state_dict(name)
+  config = torch_import.model_config_from(sd, default_config.base_config(), net_g=net_g,
+                                          norm=norm, no_dropout=no_dropout)
+  m = config.model
+  assert (m.generator, m.norm, m.ngf, m.input_nc, m.output_nc) == (net_g, norm, 2, 3, 3)
+  assert m.dropout_rate == (0.0 if no_dropout else 0.5)
+  variables = torch_import.generator_from_torch(sd, m)
+  x = resnet_expected["input"]
+  out = models.make_generator(m).apply(variables, x, train=False)
+  np.testing.assert_allclose(out, resnet_expected[f"{name}_eval"], atol=1e-4)
+  # Train mode, without the dropout noise (torch's Dropout layers were in eval mode).
+  m.dropout_rate = 0.0
+  out, _ = models.make_generator(m).apply(variables, x, train=True, mutable=["batch_stats"])
+  np.testing.assert_allclose(out, resnet_expected[f"{name}_train"], atol=1e-4)
+
+
+def test_resnet_flags_are_checked():
+  sd = _resnet_state_dict("resnet_6blocks_batch")  # Blocks with dropout.
+  with pytest.raises(torch_import.ConversionError, match="generator is resnet_6blocks"):
+    torch_import.model_config_from(sd, default_config.base_config(), net_g="resnet_9blocks")
+  with pytest.raises(torch_import.ConversionError, match="have dropout layers; drop"):
+    torch_import.model_config_from(sd, default_config.base_config(), no_dropout=True)
+  no_dropout = _resnet_state_dict("resnet_9blocks_instance")
+  with pytest.raises(torch_import.ConversionError, match="have no dropout layers; pass"):
+    torch_import.model_config_from(no_dropout, default_config.base_config())
+  with pytest.raises(torch_import.ConversionError, match="resnet_12blocks: only unet_<size>"):
+    torch_import.model_config_from(sd, default_config.base_config(), net_g="resnet_12blocks")
 
 
 def test_wrong_architecture_is_named():

@@ -56,7 +56,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.num_workers = 0  # Threads decoding and augmenting; 0 = min(8, CPU count).
 
   c.model = ml_collections.ConfigDict()
-  c.model.generator = "unet"  # unet | encoder_decoder (no skips; paper Table 2).
+  c.model.generator = "unet"  # unet | encoder_decoder (Table 2) | resnet_9blocks | resnet_6blocks
   c.model.input_nc = 3
   c.model.output_nc = 3
   c.model.ngf = 64
@@ -65,6 +65,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.n_layers_d = 3  # 0 PixelGAN 1x1, 1 16x16, 3 70x70, 5 286x286.
   c.model.norm = "batch"  # batch | instance | none
   c.model.dropout_rate = 0.5
+  c.model.init_type = "normal"  # normal | xavier | kaiming | orthogonal (official init_weights).
+  c.model.init_gain = 0.02  # Their gain (kaiming takes none), and BatchNorm scales' std.
   c.model.conditional_d = True  # D sees concat(x, y); False: y alone (unconditional GAN).
   c.model.dtype = "float32"  # Compute dtype: float32 | bfloat16 (params stay float32).
   # Successors' tricks (issue 7); the defaults are the paper's networks.

@@ -6,6 +6,8 @@ A bad field otherwise surfaces minutes later as a shape error deep inside XLA.
 import ml_collections
 
 from pix2pix_jax.nn import layers
+from pix2pix_jax.nn import models
+from pix2pix_jax.nn import resnet
 from pix2pix_jax.objectives import losses
 
 PREPROCESS_MODES = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none")
@@ -59,7 +61,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _choice(d.direction, "data.direction", ("AtoB", "BtoA"))
   _choice(d.preprocess, "data.preprocess", PREPROCESS_MODES)
   _choice(m.norm, "model.norm", layers.NORMS)
-  _choice(m.generator, "model.generator", ("unet", "encoder_decoder"))
+  _choice(m.generator, "model.generator", ("unet", "encoder_decoder", *resnet.BLOCKS))
+  _choice(m.init_type, "model.init_type", layers.INIT_TYPES)
+  if not m.init_gain > 0:
+    raise ConfigError(f"model.init_gain={m.init_gain} must be positive.")
   _choice(m.dtype, "model.dtype", ("float32", "bfloat16"))
   _choice(loss.gan_mode, "loss.gan_mode", tuple(losses.GAN_LOSSES))
   _choice(loss.reconstruction, "loss.reconstruction", tuple(losses.RECONSTRUCTION_LOSSES))
@@ -74,15 +79,18 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _at_least(loss.gan_weight, "loss.gan_weight", 0.0)
   _validate_successor_tricks(config)
 
-  multiple = 2**m.num_downs
+  multiple = models.size_multiple(m)
   # Modes that crop give the network crop_size squares; the others keep each image's own
   # size and data.size_mode pads or resizes it to a multiple of `multiple`.
   crops = d.preprocess in ("resize_and_crop", "crop", "scale_width_and_crop")
   if crops and d.crop_size % multiple:
     raise ConfigError(
-        f"data.crop_size={d.crop_size} must be a multiple of 2**model.num_downs={multiple} "
-        f"so that the U-Net's skip connections line up "
-        f"(e.g. {max(multiple, d.crop_size // multiple * multiple)}).")
+        f"data.crop_size={d.crop_size} must be a multiple of {multiple} (2**model.num_downs "
+        f"for a U-Net, 4 for a ResNet generator) so that the generator's output has its "
+        f"input's size (e.g. {max(multiple, d.crop_size // multiple * multiple)}).")
+  if crops and d.crop_size < models.min_size(m):
+    raise ConfigError(f"data.crop_size={d.crop_size} must be at least {models.min_size(m)} for "
+                      f"model.generator={m.generator}.")
   if d.preprocess in ("resize_and_crop", "scale_width_and_crop") and d.crop_size > d.load_size:
     raise ConfigError(
         f"data.crop_size={d.crop_size} is larger than data.load_size={d.load_size}: "

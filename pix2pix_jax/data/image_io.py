@@ -10,6 +10,8 @@ TensorFlow traceback deep inside tfds.
 """
 
 import io
+import os
+import stat
 
 import cv2
 import numpy as np
@@ -27,6 +29,9 @@ _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 _PNG_GRAY_ALPHA = 4  # PNG colour types: 0 gray, 2 RGB, 4 gray + alpha, 6 RGBA.
 _TIFF_BITS_PER_SAMPLE, _TIFF_SAMPLES_PER_PIXEL = 258, 277
 _EXIF_ORIENTATION = 0x0112
+# No image of a paired dataset comes near this; a file past it (or a device, a growing file)
+# is refused before it fills memory.
+MAX_FILE_BYTES = 256 << 20
 
 
 class BadImageError(ValueError):
@@ -67,15 +72,44 @@ def decode(data: bytes, name: str) -> np.ndarray:
     raise BadImageError(name, f"corrupt or truncated image ({e})") from None
 
 
-def read(path, name: str | None = None) -> np.ndarray:
-  """Reads and decodes a file; unreadable files become BadImageError too."""
-  name = name or str(path)
+def display_name(path) -> str:
+  """A path as text that can always be printed and stored: a file name that is not UTF-8
+  (os.fsdecode's surrogate escapes) shows its odd bytes as \\xNN."""
+  return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def read_file(path, name: str | None = None, max_bytes: int = MAX_FILE_BYTES) -> bytes:
+  """The bytes of a regular file of at most `max_bytes`; anything else is a BadImageError.
+
+  Opened without blocking and checked on the open descriptor: a named pipe would block the
+  reader for ever, and a link to /dev/zero would be read until memory runs out.
+  """
+  name = name or display_name(path)
   try:
-    with open(path, "rb") as f:
-      data = f.read()
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
   except OSError as e:
     raise BadImageError(name, f"cannot read file ({e.strerror or e})") from None
-  return decode(data, name)
+  with os.fdopen(fd, "rb") as f:
+    try:
+      info = os.fstat(fd)
+      if not stat.S_ISREG(info.st_mode):
+        raise BadImageError(name, "not a regular file (a pipe, device or socket); only "
+                            "regular files are read")
+      if info.st_size > max_bytes:
+        raise BadImageError(name, f"{info.st_size} bytes, more than the {max_bytes} an "
+                            "image file may have")
+      data = f.read(max_bytes + 1)
+    except OSError as e:
+      raise BadImageError(name, f"cannot read file ({e.strerror or e})") from None
+  if len(data) > max_bytes:
+    raise BadImageError(name, f"more than the {max_bytes} bytes an image file may have")
+  return data
+
+
+def read(path, name: str | None = None, max_bytes: int = MAX_FILE_BYTES) -> np.ndarray:
+  """Reads and decodes a regular file; unreadable files become BadImageError too."""
+  name = name or display_name(path)
+  return decode(read_file(path, name, max_bytes), name)
 
 
 def is_sixteen_bit_colour(image: Image.Image, data: bytes) -> bool:
@@ -332,3 +366,18 @@ def to_float(image: np.ndarray, top: float | None = None) -> np.ndarray:
   """Scales [0, top] (default: the range of the stored dtype, 255 or 65535) to [-1, 1]."""
   top = float(np.iinfo(image.dtype).max) if top is None else top
   return np.clip(image.astype(np.float32) * (2.0 / top) - 1.0, -1.0, 1.0)
+
+
+def resize_uint8(image: np.ndarray, height: int, width: int) -> np.ndarray:
+  """`resize`, rounded back to uint8 where it resized in float (RGBA, gray + alpha)."""
+  out = resize(image, height, width)
+  return out if out.dtype == np.uint8 else np.clip(np.round(out), 0, 255).astype(np.uint8)
+
+
+def resize_integer(image: np.ndarray, height: int, width: int) -> np.ndarray:
+  """`resize` of a uint8 or uint16 image, rounded back to its dtype where it resized in float
+  (16 bits, RGBA, gray + alpha); `resize_uint8` for uint8."""
+  if image.dtype == np.uint8:
+    return resize_uint8(image, height, width)
+  out = resize(image, height, width)
+  return np.clip(np.round(out), 0, np.iinfo(image.dtype).max).astype(image.dtype)

@@ -30,6 +30,7 @@ from pix2pix_jax.data.datasets import folder
 from pix2pix_jax.data.datasets import official
 from pix2pix_jax.data.datasets import pairs
 from pix2pix_jax.data.datasets import synthetic
+from pix2pix_jax.nn import models
 
 Batch = dict[str, np.ndarray]
 READERS = ("tf", "numpy")
@@ -116,7 +117,7 @@ def spec(config: ml_collections.ConfigDict) -> transforms.Spec:
   d = config.data
   return transforms.Spec(preprocess=d.preprocess, load_size=d.load_size,
                          crop_size=d.crop_size, flip=d.flip,
-                         multiple=2**config.model.num_downs, size_mode=d.size_mode)
+                         multiple=models.size_multiple(config.model), size_mode=d.size_mode)
 
 
 def test_spec(config: ml_collections.ConfigDict) -> transforms.Spec:
@@ -282,7 +283,7 @@ def eval_iterator(config: ml_collections.ConfigDict, split: str, batch_size: int
   each batch. Every batch has the full size: the last one is padded with copies of a real
   example and "mask" (bool) is False for them, so all hosts see the same shapes. Also:
   "name" (file names), "size" (original (H, W)), "shape" ((H, W) before padding or
-  resizing to a multiple of 2**num_downs: `transforms.restore` crops back to it).
+  resizing to a multiple of models.size_multiple: `transforms.restore` crops back to it).
   Examples of different sizes in one batch are zero-padded to the largest.
   """
   if batch_size % process_count:

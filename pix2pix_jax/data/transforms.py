@@ -22,7 +22,7 @@ class Spec:
   load_size: int = 286
   crop_size: int = 256
   flip: bool = True
-  multiple: int = 1  # 2**num_downs: the generator halves the size num_downs times.
+  multiple: int = 1  # models.size_multiple: 2**num_downs for the U-Net, 4 for the ResNets.
   size_mode: str = "reflect"  # How to reach a multiple: pad (reflect | zeros) or resize.
 
   def __post_init__(self):
@@ -138,14 +138,19 @@ def restore(image: np.ndarray, shape: tuple[int, int], spec: Spec) -> np.ndarray
   return image[:h, :w]
 
 
-def pad_to_multiple(image: np.ndarray, multiple: int) -> tuple[np.ndarray, tuple[slice, slice]]:
-  """Reflect-pads H and W (split evenly around the image) up to multiples of `multiple`.
+def pad_to(image: np.ndarray, height: int, width: int) -> tuple[np.ndarray, tuple[slice, slice]]:
+  """Reflect-pads H and W (split evenly around the image) to height x width.
 
   Returns the padded image and the slices that crop the original region back out.
   """
   h, w = image.shape[:2]
-  pads = [((-n) % multiple) for n in (h, w)]
-  before = [p // 2 for p in pads]
-  padded = np.pad(image, [(before[0], pads[0] - before[0]), (before[1], pads[1] - before[1]),
-                          (0, 0)], mode="reflect")
-  return padded, (slice(before[0], before[0] + h), slice(before[1], before[1] + w))
+  top, left = (height - h) // 2, (width - w) // 2
+  pads = [(top, height - h - top), (left, width - w - left)] + [(0, 0)] * (image.ndim - 2)
+  return (np.pad(image, pads, mode="reflect"),
+          (slice(top, top + h), slice(left, left + w)))
+
+
+def pad_to_multiple(image: np.ndarray, multiple: int) -> tuple[np.ndarray, tuple[slice, slice]]:
+  """`pad_to` the next multiples of `multiple`."""
+  h, w = image.shape[:2]
+  return pad_to(image, h + (-h) % multiple, w + (-w) % multiple)

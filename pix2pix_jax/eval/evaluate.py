@@ -151,7 +151,7 @@ def main(argv: list[str]) -> None:
     result = evaluate(f.config, variables, f.split, f.output, eval_mode=f.eval_mode,
                       seed=f.seed, batch_size=f.batch_size, output_bits=f.output_bits)
   except (FileNotFoundError, KeyError, ValueError) as e:
-    sys.exit(f"error: {e}")
+    checkpoint_flags.exit_with(e)
   print(json.dumps({m: result[m] for m in metrics.METRICS} | {"images": result["num_images"]}))
   print(f"wrote {os.path.join(f.output, HTML_FILE)}")
 
@@ -164,7 +164,7 @@ def run(argv: list[str]) -> None:
     try:
       config = checkpoints.load_config(_step_dir())
     except (FileNotFoundError, ValueError) as e:
-      sys.exit(f"error: {e}")
+      checkpoint_flags.exit_with(e)
   config_flags.DEFINE_config_dict("config", config, "The checkpoint's config (overridable).")
   app.run(main, argv)
 

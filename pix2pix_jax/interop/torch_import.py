@@ -2,7 +2,8 @@
 
     python -m pix2pix_jax.interop.torch_import --pth latest_net_G.pth --output DIR \
         [--pth_d latest_net_D.pth --netD basic|n_layers|pixel --n_layers_D 3] \
-        [--netG unet_256] [--norm batch] [--no_dropout] [--config.<field>=<value> ...]
+        [--netG unet_256|resnet_9blocks|resnet_6blocks] [--norm batch] [--no_dropout] \
+        [--config.<field>=<value> ...]
 
 writes DIR/checkpoints/0/{state,config}, which translate, evaluate and export read like a
 training checkpoint (and train.py can fine-tune from: without --pth_d the discriminator is
@@ -13,8 +14,11 @@ Official names (junyanz/pytorch-CycleGAN-and-pix2pix, networks.py): the U-Net is
 UnetSkipConnectionBlocks, each an nn.Sequential `model`: the outermost [downconv, submodule,
 relu, upconv, tanh], the middle ones [lrelu, downconv, downnorm, submodule, relu, upconv, upnorm
 (, dropout)], the innermost [lrelu, downconv, relu, upconv, upnorm]. So level i's layers live
-under `model.model.` + `1.model.` (i >= 1) + `3.model.` * (i - 1). NLayerDiscriminator is one
-Sequential `model` (conv k at index 3k - 1, its norm at 3k), PixelDiscriminator one `net`.
+under `model.model.` + `1.model.` (i >= 1) + `3.model.` * (i - 1). The ResnetGenerator is one
+Sequential `model`: [pad, conv, norm, relu] + 2 x [conv, norm, relu] + n blocks (at 10..9+n,
+each a Sequential `conv_block`: [pad, conv, norm, relu, (dropout,) pad, conv, norm]) + 2 x
+[convT, norm, relu] + [pad, conv, tanh]. NLayerDiscriminator is one Sequential `model` (conv
+k at index 3k - 1, its norm at 3k), PixelDiscriminator one `net`.
 """
 
 import os
@@ -33,6 +37,7 @@ import numpy as np
 from pix2pix_jax.config import base as config_base
 from pix2pix_jax.interop import torch_pth
 from pix2pix_jax.nn import models
+from pix2pix_jax.nn import resnet
 from pix2pix_jax.train import checkpoints
 from pix2pix_jax.train import optimizers
 from pix2pix_jax.train import state as train_state_lib
@@ -79,6 +84,34 @@ def unet_layout(num_downs: int) -> dict[str, tuple[str, str]]:
   return layout
 
 
+RESNET_FIRST_BLOCK = 10  # model.10 is the first residual block.
+
+
+def _resnet_second_conv(state_dict: dict[str, np.ndarray]) -> int:
+  """conv_block's index of a block's second conv: 6 after a Dropout, else 5."""
+  weight = state_dict.get(f"model.{RESNET_FIRST_BLOCK}.conv_block.6.weight")
+  return 6 if weight is not None and weight.ndim == 4 else 5
+
+
+def resnet_layout(n_blocks: int, second_conv: int) -> dict[str, tuple[str, str]]:
+  """Our layer name (a block's layers: block_k/conv_0, ...) -> (kind, official prefix)."""
+  layout = {"stem": ("conv", "model.1"), "stem_norm": ("bn", "model.2")}
+  for i in range(2):
+    layout.update({f"down_{i}": ("conv", f"model.{4 + 3 * i}"),
+                   f"down_norm_{i}": ("bn", f"model.{5 + 3 * i}")})
+  for k in range(n_blocks):
+    p = f"model.{RESNET_FIRST_BLOCK + k}.conv_block."
+    layout.update({f"block_{k}/conv_0": ("conv", p + "1"), f"block_{k}/norm_0": ("bn", p + "2"),
+                   f"block_{k}/conv_1": ("conv", p + str(second_conv)),
+                   f"block_{k}/norm_1": ("bn", p + str(second_conv + 1))})
+  up = RESNET_FIRST_BLOCK + n_blocks
+  for i in range(2):
+    layout.update({f"up_{i}": ("conv_t", f"model.{up + 3 * i}"),
+                   f"up_norm_{i}": ("bn", f"model.{up + 1 + 3 * i}")})
+  layout["head"] = ("conv", f"model.{up + 7}")
+  return layout
+
+
 def patch_layout(n_layers: int) -> dict[str, tuple[str, str]]:
   if n_layers == 0:
     return {"conv_0": ("conv", "net.0"), "conv_1": ("conv", "net.2"),
@@ -89,6 +122,14 @@ def patch_layout(n_layers: int) -> dict[str, tuple[str, str]]:
     layout[f"norm_{k}"] = ("bn", f"model.{3 * k}")
   layout[f"conv_{n_layers + 1}"] = ("conv", f"model.{3 * n_layers + 2}")
   return layout
+
+
+def _layer(names: list[str], layout: dict[str, tuple[str, str]]) -> str:
+  """The layout's name for the layer a leaf belongs to: the shortest path prefix it lists."""
+  for end in range(1, len(names)):
+    if "/".join(names[:end]) in layout:
+      return "/".join(names[:end])
+  raise ConversionError(f"no official layer for {'/'.join(names)}")
 
 
 def _leaf_source(kind: str, prefix: str, leaf: str) -> tuple[str, Any]:
@@ -112,8 +153,7 @@ def _convert(state_dict: dict[str, np.ndarray], shapes: Variables,
     flat = {}
     for path, shape in jax.tree_util.tree_flatten_with_path(tree)[0]:
       names = [p.key for p in path]
-      layer = names[len(scope)]
-      kind, prefix = layout[layer]
+      kind, prefix = layout[_layer(names[len(scope):], layout)]
       leaf = names[-1]  # kernel, bias, or a BatchNorm's scale, bias, mean, var.
       key, transform = _leaf_source(kind, prefix, leaf)
       if key not in state_dict:
@@ -149,12 +189,40 @@ def _unflatten(flat: dict[tuple[str, ...], np.ndarray]) -> dict[str, Any]:
   return tree
 
 
+def _infer_resnet_config(sd: dict[str, np.ndarray]) -> dict[str, Any]:
+  n_blocks = 0
+  while f"model.{RESNET_FIRST_BLOCK + n_blocks}.conv_block.1.weight" in sd:
+    n_blocks += 1
+  generator = f"resnet_{n_blocks}blocks"
+  if generator not in resnet.BLOCKS:
+    raise ConversionError(f"the ResNet generator has {n_blocks} blocks; only "
+                          f"{', '.join(resnet.BLOCKS)} are supported")
+  if "model.2.weight" in sd:  # Old InstanceNorm layers also kept running statistics.
+    norm = "batch"
+  elif "model.1.bias" in sd:
+    norm = "instance"
+  else:
+    norm = "none"
+  ngf, input_nc = sd["model.1.weight"].shape[:2]
+  head = f"model.{RESNET_FIRST_BLOCK + n_blocks + 7}.weight"
+  return {"generator": generator, "ngf": int(ngf), "input_nc": int(input_nc),
+          "output_nc": int(sd[head].shape[0]), "norm": norm,
+          "dropout": _resnet_second_conv(sd) == 6}
+
+
 def infer_generator_config(state_dict: dict[str, np.ndarray]) -> dict[str, Any]:
-  """ngf, input_nc, output_nc, num_downs and norm, read off an official U-Net state dict."""
+  """generator, ngf, input_nc, output_nc, norm (U-Net: num_downs; ResNet: whether its blocks
+  have dropout), read off an official generator's state dict."""
   sd = strip_prefixes(state_dict)
+  if "model.1.weight" in sd and f"model.{RESNET_FIRST_BLOCK}.conv_block.1.weight" in sd:
+    return _infer_resnet_config(sd)
   if "model.model.0.weight" not in sd or "model.model.3.weight" not in sd:
-    raise ConversionError("not an official U-Net generator state dict (no model.model.0.weight;"
-                          " resnet generators are not supported)")
+    raise ConversionError("not an official U-Net or ResNet generator state dict (no "
+                          "model.model.0.weight nor model.1.weight)")
+  for key in ("model.model.0.weight", "model.model.3.weight"):
+    if np.ndim(sd[key]) != 4:
+      raise ConversionError(f"{key} has shape {np.shape(sd[key])}, not the 4-D weight of a "
+                            "convolution: not an official U-Net generator")
   num_downs = 1
   while _unet_prefix(num_downs) + "1.weight" in sd:
     num_downs += 1
@@ -166,7 +234,7 @@ def infer_generator_config(state_dict: dict[str, np.ndarray]) -> dict[str, Any]:
   else:
     norm = "none"
   ngf, input_nc = sd["model.model.0.weight"].shape[:2]
-  return {"ngf": int(ngf), "input_nc": int(input_nc),
+  return {"generator": "unet", "ngf": int(ngf), "input_nc": int(input_nc),
           "output_nc": int(sd["model.model.3.weight"].shape[1]), "num_downs": num_downs,
           "norm": norm}
 
@@ -177,12 +245,17 @@ def _shapes(module: Any, *inputs: jax.ShapeDtypeStruct) -> Variables:
 
 def generator_from_torch(state_dict: dict[str, np.ndarray],
                          model_config: ml_collections.ConfigDict) -> Variables:
-  """Our generator's {"params", "batch_stats"} from an official unet_* state dict."""
+  """Our generator's {"params", "batch_stats"} from an official unet_*/resnet_* state dict."""
   m = model_config
-  size = 2**m.num_downs
+  size = models.size_multiple(m)
   shapes = _shapes(models.make_generator(m),
                    jax.ShapeDtypeStruct((1, size, size, m.input_nc), jnp.float32))
-  return _convert(state_dict, shapes, unet_layout(m.num_downs), (), m.norm, "generator")
+  if m.generator in resnet.BLOCKS:
+    layout = resnet_layout(resnet.BLOCKS[m.generator],
+                           _resnet_second_conv(strip_prefixes(state_dict)))
+  else:
+    layout = unet_layout(m.num_downs)
+  return _convert(state_dict, shapes, layout, (), m.norm, "generator")
 
 
 def discriminator_from_torch(state_dict: dict[str, np.ndarray],
@@ -205,18 +278,24 @@ def model_config_from(g_state_dict: dict[str, np.ndarray], config: ml_collection
                       no_dropout: bool = False) -> ml_collections.ConfigDict:
   """`config` with model.* set to the checkpoint's architecture (flags are checked)."""
   found = infer_generator_config(g_state_dict)
-  if net_g is not None:
-    match = re.fullmatch(r"unet_(\d+)", net_g)
-    if not match:
-      raise ConversionError(f"--netG {net_g}: only unet_<size> generators can be converted")
-    if 2**found["num_downs"] != int(match.group(1)):
-      raise ConversionError(f"--netG {net_g}, but the checkpoint's U-Net has "
-                            f"{found['num_downs']} levels (unet_{2**found['num_downs']})")
+  if found["generator"] == "unet":
+    net_g_found = f"unet_{2**found['num_downs']}"
+  else:
+    net_g_found = found["generator"]
+    if found.pop("dropout") == no_dropout:
+      raise ConversionError(
+          f"--no_dropout is {no_dropout}, but the checkpoint's residual blocks "
+          f"{'have' if no_dropout else 'have no'} dropout layers; "
+          f"{'drop' if no_dropout else 'pass'} --no_dropout")
+  if net_g is not None and net_g != net_g_found:
+    if not re.fullmatch(r"unet_(\d+)", net_g) and net_g not in resnet.BLOCKS:
+      raise ConversionError(f"--netG {net_g}: only unet_<size> and "
+                            f"{', '.join(resnet.BLOCKS)} generators can be converted")
+    raise ConversionError(f"--netG {net_g}, but the checkpoint's generator is {net_g_found}")
   if norm is not None and norm != found["norm"]:
     raise ConversionError(f"--norm {norm}, but the checkpoint's layers say {found['norm']}")
   config = ml_collections.ConfigDict(config.to_dict())
   config.model.update(found)
-  config.model.generator = "unet"
   config.model.ndf = ndf
   config.model.n_layers_d = NET_D_LAYERS.get(net_d, n_layers_d)
   config.model.dropout_rate = 0.0 if no_dropout else 0.5
@@ -227,13 +306,19 @@ def convert(g_pth: str, output: str, config: ml_collections.ConfigDict, *,
             d_pth: str | None = None, **architecture: Any) -> str:
   """Writes an orbax checkpoint (step 0) of the converted networks; returns its step folder."""
   g_sd = torch_pth.load_state_dict(g_pth)
-  config = model_config_from(g_sd, config, **architecture)
-  g_vars = generator_from_torch(g_sd, config.model)
+  try:
+    config = model_config_from(g_sd, config, **architecture)
+    g_vars = generator_from_torch(g_sd, config.model)
+  except ConversionError as e:
+    raise ConversionError(f"{g_pth}: {e}") from None
   g_tx, d_tx = optimizers.make_optimizers(config, max(config.num_train_steps, 1))
   state = jax.jit(lambda: train_state_lib.create_train_state(config, g_tx, d_tx))()
   state = state.replace(g_params=g_vars["params"], g_batch_stats=g_vars.get("batch_stats", {}))
   if d_pth is not None:
-    d_vars = discriminator_from_torch(torch_pth.load_state_dict(d_pth), config.model)
+    try:
+      d_vars = discriminator_from_torch(torch_pth.load_state_dict(d_pth), config.model)
+    except ConversionError as e:
+      raise ConversionError(f"{d_pth}: {e}") from None
     state = state.replace(d_params=d_vars["params"], d_batch_stats=d_vars.get("batch_stats", {}))
   state = jax.tree.map(jnp.asarray, state)
   manager = checkpoints.make_manager(output, async_save=False)
@@ -255,7 +340,8 @@ def define_flags() -> None:
   flags.DEFINE_string("pth_d", None, "Optional: the discriminator, latest_net_D.pth.")
   flags.DEFINE_string("output", None, "Workdir to write checkpoints/0 into.",
                       required=True)
-  flags.DEFINE_string("netG", None, "Checked against the checkpoint: unet_256, unet_128.")
+  flags.DEFINE_string("netG", None, "Checked against the checkpoint: unet_256, unet_128, "
+                      "resnet_9blocks, resnet_6blocks.")
   flags.DEFINE_enum("norm", None, ["batch", "instance", "none"], "Checked, like --netG.")
   flags.DEFINE_enum("netD", "basic", ["basic", "n_layers", "pixel"], "The official netD.")
   flags.DEFINE_integer("n_layers_D", 3, "Layers of an n_layers discriminator.")
@@ -271,7 +357,7 @@ def main(argv: list[str]) -> None:
                        net_d=f.netD, n_layers_d=f.n_layers_D, ndf=f.ndf,
                        no_dropout=f.no_dropout)
   except (ConversionError, torch_pth.PthFormatError, torch_pth.safe_unpickle.UnsafePickleError,
-          FileNotFoundError) as e:
+          OSError) as e:
     sys.exit(f"error: {e}")
   print(f"wrote {step_dir}")
 

@@ -7,7 +7,9 @@ parameter counts, in NHWC. Use them as pure functions through `module.apply`.
 They describe architecture only: their convolutions are parts (`conv`, `conv_transpose`,
 with nn.Conv's and nn.ConvTranspose's signatures), by default nn/conv.py's, which choose their
 computation per platform; `make_generator(config.model, conv.FLAX)` builds the same networks
-from flax's own layers.
+from flax's own layers. Their initialisers are fields too, set from model.init_type and
+model.init_gain by make_generator/make_discriminator. The ResNet generators are in
+nn/resnet.py.
 """
 
 import functools
@@ -20,6 +22,7 @@ import ml_collections
 
 from pix2pix_jax.nn import conv as conv_lib
 from pix2pix_jax.nn import layers
+from pix2pix_jax.nn import resnet
 
 Dtype = Any
 ModuleDef = Any
@@ -46,6 +49,9 @@ class UNetGenerator(nn.Module):
   dtype: Dtype = jnp.float32
   conv: ModuleDef = conv_lib.Conv
   conv_transpose: ModuleDef = conv_lib.ConvTranspose
+  kernel_init: layers.Initializer = layers.KernelInit()
+  transpose_kernel_init: layers.Initializer = layers.KernelInit(transposed=True)
+  scale_init: layers.Initializer = layers.ScaleInit()
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -56,11 +62,12 @@ class UNetGenerator(nn.Module):
 
     down = functools.partial(self.conv, kernel_size=(4, 4), strides=(2, 2),
                              padding=((1, 1), (1, 1)), dtype=self.dtype,
-                             kernel_init=layers.conv_init)
+                             kernel_init=self.kernel_init)
     # ConvTranspose2d(4, 2, 1): padding 4 - 1 - 1 of the dilated input, as lax counts it.
     up = functools.partial(self.conv_transpose, kernel_size=(4, 4), strides=(2, 2),
                            padding=((2, 2), (2, 2)), dtype=self.dtype,
-                           kernel_init=layers.conv_init)
+                           kernel_init=self.transpose_kernel_init)
+    norm = functools.partial(layers.Norm, self.norm, self.dtype, self.scale_init)
     h = down(width[0], use_bias=bias, name="enc_0")(x)
     activated = []
     for i in range(1, n):
@@ -68,7 +75,7 @@ class UNetGenerator(nn.Module):
       activated.append(h)
       h = down(width[i], use_bias=bias, name=f"enc_{i}")(h)
       if i < n - 1:
-        h = layers.Norm(self.norm, self.dtype, name=f"enc_norm_{i}")(h, train)
+        h = norm(name=f"enc_norm_{i}")(h, train)
 
     for i in reversed(range(n)):
       if i < n - 1 and self.skips:
@@ -78,7 +85,7 @@ class UNetGenerator(nn.Module):
         h = up(self.output_nc, use_bias=True, name="dec_0")(h)
       else:
         h = up(width[i - 1], use_bias=bias, name=f"dec_{i}")(h)
-        h = layers.Norm(self.norm, self.dtype, name=f"dec_norm_{i}")(h, train)
+        h = norm(name=f"dec_norm_{i}")(h, train)
         if 4 <= i <= n - 2 and self.dropout_rate > 0:
           h = nn.Dropout(self.dropout_rate, deterministic=not train)(h)
     return jnp.tanh(h.astype(jnp.float32))
@@ -112,6 +119,8 @@ class PatchDiscriminator(nn.Module):
   dtype: Dtype = jnp.float32
   spectral_norm: bool = False
   conv: ModuleDef = conv_lib.Conv
+  kernel_init: layers.Initializer = layers.KernelInit()
+  scale_init: layers.Initializer = layers.ScaleInit()
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> list[jax.Array]:
@@ -120,16 +129,17 @@ class PatchDiscriminator(nn.Module):
     def conv(h, features, kernel, stride, padding, use_bias, name):
       layer = self.conv(features, (kernel, kernel), strides=(stride, stride),
                         padding=((padding, padding), (padding, padding)), use_bias=use_bias,
-                        dtype=self.dtype, kernel_init=layers.conv_init, name=name)
+                        dtype=self.dtype, kernel_init=self.kernel_init, name=name)
       return _d_conv(h, train, self.spectral_norm, layer)
 
+    norm = functools.partial(layers.Norm, self.norm, self.dtype, self.scale_init)
     h = x.astype(self.dtype)
     features = []
     if self.n_layers == 0:
       h = nn.leaky_relu(conv(h, self.ndf, 1, 1, 0, True, name="conv_0"), 0.2)
       features.append(h)
       h = conv(h, 2 * self.ndf, 1, 1, 0, bias, name="conv_1")
-      h = nn.leaky_relu(layers.Norm(self.norm, self.dtype, name="norm_1")(h, train), 0.2)
+      h = nn.leaky_relu(norm(name="norm_1")(h, train), 0.2)
       features.append(h)
       features.append(conv(h, 1, 1, 1, 0, bias, name="conv_2"))
     else:
@@ -138,7 +148,7 @@ class PatchDiscriminator(nn.Module):
       for k in range(1, self.n_layers + 1):
         stride = 2 if k < self.n_layers else 1
         h = conv(h, self.ndf * min(2**k, 8), 4, stride, 1, bias, name=f"conv_{k}")
-        h = nn.leaky_relu(layers.Norm(self.norm, self.dtype, name=f"norm_{k}")(h, train), 0.2)
+        h = nn.leaky_relu(norm(name=f"norm_{k}")(h, train), 0.2)
         features.append(h)
       features.append(conv(h, 1, 4, 1, 1, True, name=f"conv_{self.n_layers + 1}"))
     return [f.astype(jnp.float32) for f in features]
@@ -161,6 +171,8 @@ class Discriminator(nn.Module):
   num_d: int = 1
   spectral_norm: bool = False
   conv: ModuleDef = conv_lib.Conv
+  kernel_init: layers.Initializer = layers.KernelInit()
+  scale_init: layers.Initializer = layers.ScaleInit()
 
   @nn.compact
   def __call__(self, x: jax.Array, y: jax.Array, train: bool) -> list[list[jax.Array]]:
@@ -171,8 +183,8 @@ class Discriminator(nn.Module):
         inputs = nn.avg_pool(inputs, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)),
                              count_include_pad=False)
       outputs.append(PatchDiscriminator(self.ndf, self.n_layers, self.norm, self.dtype,
-                                        self.spectral_norm, self.conv,
-                                        name=f"patch_{s}")(inputs, train))
+                                        self.spectral_norm, self.conv, self.kernel_init,
+                                        self.scale_init, name=f"patch_{s}")(inputs, train))
     return outputs
 
 
@@ -192,20 +204,48 @@ def patch_receptive_field(n_layers: int) -> int:
   return rf
 
 
+def size_multiple(model_config: ml_collections.ConfigDict) -> int:
+  """What the generator's input sides must be multiples of: its total downsampling."""
+  if model_config.generator in resnet.BLOCKS:
+    return resnet.SIZE_MULTIPLE
+  return 2**model_config.num_downs
+
+
+def min_size(model_config: ml_collections.ConfigDict) -> int:
+  """The smallest input side: a multiple of size_multiple for which each reflection padding
+  has two pixels to reflect (the ResNets pad their quarter-size maps; torch needs it too)."""
+  if model_config.generator in resnet.BLOCKS:
+    return resnet.MIN_SIZE
+  return size_multiple(model_config)
+
+
+def _init(model_config: ml_collections.ConfigDict) -> layers.Init:
+  return layers.initializers(model_config.init_type, model_config.init_gain)
+
+
 # model.dtype = bfloat16 computes in bf16 with float32 parameters (and optimizer). No loss
 # scaling: bf16 has float32's 8-bit exponent, so gradients do not underflow as in float16.
 def make_generator(model_config: ml_collections.ConfigDict,
-                   parts: conv_lib.Parts = conv_lib.AUTO) -> UNetGenerator:
+                   parts: conv_lib.Parts = conv_lib.AUTO) -> nn.Module:
+  """The U-Net (unet, encoder_decoder) or a ResNet generator (resnet_9blocks, ...)."""
+  m, init = model_config, _init(model_config)
+  if m.generator in resnet.BLOCKS:
+    return resnet.ResnetGenerator(
+        output_nc=m.output_nc, ngf=m.ngf, n_blocks=resnet.BLOCKS[m.generator], norm=m.norm,
+        dropout_rate=m.dropout_rate, dtype=jnp.dtype(m.dtype), conv=parts.conv,
+        conv_transpose=parts.conv_transpose, kernel_init=init.conv,
+        transpose_kernel_init=init.conv_transpose, scale_init=init.norm_scale)
   return UNetGenerator(
-      output_nc=model_config.output_nc, num_downs=model_config.num_downs,
-      ngf=model_config.ngf, norm=model_config.norm, dropout_rate=model_config.dropout_rate,
-      skips=model_config.generator == "unet", dtype=jnp.dtype(model_config.dtype),
-      conv=parts.conv, conv_transpose=parts.conv_transpose)
+      output_nc=m.output_nc, num_downs=m.num_downs, ngf=m.ngf, norm=m.norm,
+      dropout_rate=m.dropout_rate, skips=m.generator == "unet", dtype=jnp.dtype(m.dtype),
+      conv=parts.conv, conv_transpose=parts.conv_transpose, kernel_init=init.conv,
+      transpose_kernel_init=init.conv_transpose, scale_init=init.norm_scale)
 
 
 def make_discriminator(model_config: ml_collections.ConfigDict,
                        parts: conv_lib.Parts = conv_lib.AUTO) -> Discriminator:
+  m, init = model_config, _init(model_config)
   return Discriminator(
-      ndf=model_config.ndf, n_layers=model_config.n_layers_d, norm=model_config.norm,
-      conditional=model_config.conditional_d, dtype=jnp.dtype(model_config.dtype),
-      num_d=model_config.num_d, spectral_norm=model_config.spectral_norm_d, conv=parts.conv)
+      ndf=m.ndf, n_layers=m.n_layers_d, norm=m.norm, conditional=m.conditional_d,
+      dtype=jnp.dtype(m.dtype), num_d=m.num_d, spectral_norm=m.spectral_norm_d,
+      conv=parts.conv, kernel_init=init.conv, scale_init=init.norm_scale)

@@ -3,8 +3,13 @@
 Defined only when a program runs (not at import), so that the modules import together.
 """
 
+import os
+import sys
+from typing import NoReturn
+
 from absl import flags
 
+from pix2pix_jax.train import checkpoint_damage
 from pix2pix_jax.train import checkpoints
 
 
@@ -47,3 +52,16 @@ def path() -> str:
   if (f.workdir is None) == (f.checkpoint is None):
     raise ValueError("give exactly one of --workdir and --checkpoint")
   return f.workdir or f.checkpoint
+
+
+def exit_with(error: Exception) -> NoReturn:
+  """Ends a program that cannot load what it was given: one line, exit status 1.
+
+  After a damaged checkpoint, orbax's other reads fail in background threads, and their
+  teardown at exit can print tracebacks after that line; such a program ends at once.
+  """
+  print(f"error: {error}", file=sys.stderr, flush=True)
+  if isinstance(error, checkpoint_damage.CheckpointDamagedError):
+    sys.stdout.flush()
+    os._exit(1)  # pylint: disable=protected-access
+  sys.exit(1)

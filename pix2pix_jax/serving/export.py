@@ -9,7 +9,7 @@ weights inside. The paper's test mode needs a dropout key and per-image statisti
 `pix2pix_jax.serving.translate` for it (or --format onnx --test_mode, below).
 
 - OUT/generator.stablehlo: `jax.export` serialization, polymorphic in the batch and in the
-  spatial size (any multiple of 2**num_downs), for cpu, cuda and tpu. Load it with
+  spatial size (any multiple of models.size_multiple), for cpu, cuda and tpu. Load it with
   `jax.export.deserialize(open(path, "rb").read()).call(images)`: jax alone is needed.
 - OUT/saved_model: a TensorFlow SavedModel through jax2tf, signature `serving_default`
   (images [batch, S, S, input_nc] float32 -> outputs), batch polymorphic, S fixed (--size,
@@ -19,7 +19,7 @@ weights inside. The paper's test mode needs a dropout key and per-image statisti
 - OUT/generator.onnx (--format onnx): an ONNX graph (opset 23, standard Conv and
   ConvTranspose) converted by jax2onnx, for ONNX Runtime, TensorRT, onnxruntime-web or mobile.
   Input "images" [batch, H, W, input_nc], output "outputs", NHWC float32 in [-1, 1]. In eval
-  mode the batch and the spatial size are symbolic (H and W multiples of 2**num_downs). With
+  mode the batch and the spatial size are symbolic (multiples of the size multiple). With
   --test_mode, the paper's test mode without the dropout noise: each image normalised with its
   own BatchNorm statistics; batch symbolic, H = W = --size (default the training crop size):
   jax2onnx 0.17.1 cannot lower the statistics' element count (`dim_as_value` of a size written
@@ -29,7 +29,6 @@ weights inside. The paper's test mode needs a dropout key and per-image statisti
 
 import json
 import os
-import sys
 from typing import Any, Callable, Sequence
 
 from absl import app
@@ -77,9 +76,11 @@ def eval_fn(config: ml_collections.ConfigDict, variables: generate_lib.Variables
 
 def export_stablehlo(config: ml_collections.ConfigDict, variables: generate_lib.Variables,
                      platforms: Sequence[str] = PLATFORMS) -> jax_export.Exported:
-  """The generator lowered once for shapes (b, m*h, m*w, input_nc), m = 2**num_downs."""
-  m = 2**config.model.num_downs
-  b, h, w = jax_export.symbolic_shape("b, h, w")
+  """The generator lowered once for shapes (b, m*h, m*w, input_nc), m = models.size_multiple."""
+  m = models.size_multiple(config.model)
+  # jnp.pad's reflection must know at lowering time that each side it pads is > 1 pixel.
+  least = models.min_size(config.model) // m
+  b, h, w = jax_export.symbolic_shape("b, h, w", constraints=(f"h >= {least}", f"w >= {least}"))
   spec = jax.ShapeDtypeStruct((b, m * h, m * w, config.model.input_nc), jnp.float32)
   return jax_export.export(jax.jit(eval_fn(config, variables)), platforms=tuple(platforms))(spec)
 
@@ -91,8 +92,8 @@ def save_saved_model(config: ml_collections.ConfigDict, variables: generate_lib.
   from jax.experimental import jax2tf  # pylint: disable=g-import-not-at-top
 
   m = config.model
-  if size % 2**m.num_downs:
-    raise ValueError(f"--size {size} is not a multiple of 2**num_downs = {2**m.num_downs}")
+  if size % models.size_multiple(m):
+    raise ValueError(f"--size {size} is not a multiple of {models.size_multiple(m)}")
   generator = export_generator(config)
   one_image = jax2tf.convert(
       lambda variables, image: generator.apply(variables, image[None], train=False)[0],
@@ -141,7 +142,7 @@ def onnx_input_spec(config: ml_collections.ConfigDict, test_mode: bool,
   """Symbolic batch; symbolic multiples of 2**num_downs as the spatial size in eval mode,
   `size` (default data.crop_size) in test mode (see the module docstring)."""
   m = config.model
-  multiple = 2**m.num_downs
+  multiple = models.size_multiple(m)
   b, h, w = jax_export.symbolic_shape("batch, h, w")
   if not test_mode:
     return jax.ShapeDtypeStruct((b, multiple * h, multiple * w, m.input_nc), jnp.float32)
@@ -193,7 +194,8 @@ def export_all(checkpoint: str, output_dir: str, *, step: int | None = None,
   info: dict[str, Any] = {
       "checkpoint": step_dir, "mode": "eval (no dropout, BatchNorm running averages)",
       "layout": "NHWC float32", "value_range": [-1.0, 1.0], "input_channels": m.input_nc,
-      "output_channels": m.output_nc, "spatial_multiple": 2**m.num_downs, "artifacts": {}}
+      "output_channels": m.output_nc, "spatial_multiple": models.size_multiple(m),
+      "artifacts": {}}
   if export_format in ("stablehlo", "both"):
     exported = export_stablehlo(config, variables, platforms)
     with open(os.path.join(output_dir, STABLEHLO_FILE), "wb") as f:
@@ -236,7 +238,7 @@ def main(argv: list[str]) -> None:
     info = export_all(checkpoint_flags.path(), f.output, step=f.step, export_format=f.format,
                       size=f.size, platforms=f.platforms, test_mode=f.test_mode)
   except (FileNotFoundError, ValueError) as e:
-    sys.exit(f"error: {e}")
+    checkpoint_flags.exit_with(e)
   print(json.dumps(info["artifacts"], indent=2))
 
 if __name__ == "__main__":

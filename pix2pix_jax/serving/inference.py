@@ -20,9 +20,10 @@ import numpy as np
 from pix2pix_jax.data import image_io
 from pix2pix_jax.data import transforms
 from pix2pix_jax.nn import generate as generate_lib
+from pix2pix_jax.nn import models
 from pix2pix_jax.nn.generate import Variables
 
-# How translate fits an image to the network: pad to a multiple of 2**num_downs, or resize.
+# How translate fits an image to the network: pad to the generator's size multiple, or resize.
 FIT_MODES = ("pad", "resize")
 # Bits per sample of the outputs: 8, 16, or the input's ("same").
 OUTPUT_BITS = ("8", "16", "same")
@@ -35,14 +36,6 @@ def output_dtype(output_bits: int | str, input_dtype: np.dtype) -> np.dtype:
   if str(output_bits) == "same":
     return np.dtype(input_dtype)
   return np.dtype(np.uint16 if str(output_bits) == "16" else np.uint8)
-
-
-def _resize_int(image: np.ndarray, height: int, width: int) -> np.ndarray:
-  """image_io.resize, rounded back to the image's integer dtype where it resized in float."""
-  out = image_io.resize(image, height, width)
-  if out.dtype == image.dtype:
-    return out
-  return np.clip(np.round(out), 0, np.iinfo(image.dtype).max).astype(image.dtype)
 
 
 def _batches(indices: list[int], batch_size: int) -> Iterable[list[int]]:
@@ -59,7 +52,7 @@ def translate(config: ml_collections.ConfigDict, variables: Variables,
   """uint8/uint16 images of any sizes and channel counts -> HxWx`output_nc` outputs, same
   sizes, in `output_bits` (8, 16, or "same": each input's own depth).
 
-  size_mode "pad": reflect-pad to a multiple of 2**num_downs, crop the output back (keeps the
+  size_mode "pad": reflect-pad to the generator's size multiple, crop the output back (keeps the
   pixel scale; in test mode the mirrored border also enters the BatchNorm statistics).
   "resize": resize to the training crop size and the output back (keeps the scale the
   network was trained at, relative to the image). Images of one padded shape share
@@ -70,7 +63,7 @@ def translate(config: ml_collections.ConfigDict, variables: Variables,
   if size_mode not in FIT_MODES:
     raise ValueError(f"size_mode must be one of {FIT_MODES}, got {size_mode!r}")
   m = config.model
-  multiple = 2**m.num_downs
+  multiple = models.size_multiple(m)
   generate = generate_fn or generate_lib.make_generate_fn(config, eval_mode)
   ids = list(range(len(images))) if image_ids is None else list(image_ids)
   if len(ids) != len(images):
@@ -85,8 +78,8 @@ def translate(config: ml_collections.ConfigDict, variables: Variables,
       crop = x.shape[:2]
       size = config.data.crop_size
       if size % multiple:
-        raise ValueError(f"data.crop_size {size} is not a multiple of 2**num_downs={multiple}")
-      x = _resize_int(x, size, size)
+        raise ValueError(f"data.crop_size {size} is not a multiple of {multiple}")
+      x = image_io.resize_integer(x, size, size)
     prepared.append(x)
     crops.append(crop)
 
@@ -105,5 +98,5 @@ def translate(config: ml_collections.ConfigDict, variables: Variables,
         if size_mode == "pad":
           outputs[i] = out[crops[i]]
         else:
-          outputs[i] = _resize_int(out, *crops[i])
+          outputs[i] = image_io.resize_integer(out, *crops[i])
   return outputs  # type: ignore[return-value]

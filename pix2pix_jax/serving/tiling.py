@@ -14,8 +14,9 @@ are held in float: besides the input and the output image, memory is one float32
 
 In eval mode, where G is a function of its input alone, the result equals the whole image's
 (away from the image's own border) when a quarter of the overlap covers the network's
-context and tile and overlap are multiples of 2**num_downs (so every tile sits on the same
-grid of strided convolutions as the whole image). In the paper's test mode each tile
+context and tile and overlap are multiples of the generator's size multiple (2**num_downs
+for the U-Net: every tile then sits on the same grid of strided convolutions as the whole
+image). In the paper's test mode each tile
 normalises with its own BatchNorm statistics and draws its own dropout noise; the window
 hides the seams.
 """
@@ -30,6 +31,7 @@ import numpy as np
 
 from pix2pix_jax.data import image_io
 from pix2pix_jax.nn import generate as generate_lib
+from pix2pix_jax.nn import models
 from pix2pix_jax.nn.generate import Variables
 from pix2pix_jax.serving import inference
 
@@ -37,9 +39,10 @@ from pix2pix_jax.serving import inference
 def check_tiles(config: ml_collections.ConfigDict, tile: int, overlap: int) -> None:
   """Raises ValueError for a tile size the network cannot take or an overlap that breaks the
   window's sum (at most two tiles may overlap anywhere)."""
-  multiple = 2**config.model.num_downs
+  multiple = models.size_multiple(config.model)
   if tile < multiple or tile % multiple:
-    raise ValueError(f"--tile {tile} must be a positive multiple of 2**num_downs = {multiple}")
+    raise ValueError(f"--tile {tile} must be a positive multiple of the generator's size "
+                     f"multiple, {multiple}")
   if not 0 <= overlap <= tile // 2:
     raise ValueError(f"--overlap {overlap} must be in [0, tile / 2 = {tile // 2}]")
 
@@ -109,7 +112,7 @@ def translate_tiled(config: ml_collections.ConfigDict, variables: Variables,
   overlap = tile // 4 if overlap is None else overlap
   check_tiles(config, tile, overlap)
   m = config.model
-  multiple = 2**m.num_downs
+  multiple = models.size_multiple(m)
   dtype = inference.output_dtype(output_bits, image.dtype)
   generate = generate_fn or generate_lib.make_generate_fn(config, eval_mode)
   height, width = image.shape[:2]

@@ -13,7 +13,6 @@ deterministic. --tile translates each image in overlapping SIZE x SIZE tiles, bl
 """
 
 import os
-import sys
 import zlib
 
 from absl import app
@@ -104,7 +103,7 @@ def define_flags() -> None:
   flags.DEFINE_string("input", None, "An image file or a folder of images.", required=True)
   flags.DEFINE_string("output", None, "Folder for the PNG outputs.", required=True)
   flags.DEFINE_enum("size_mode", "pad", inference.FIT_MODES,
-                    "pad: reflect-pad to a multiple of 2**num_downs and crop back; "
+                    "pad: reflect-pad to a multiple of 2**num_downs (resnet_*: 4) and crop back; "
                     "resize: resize to the training size and back.")
   flags.DEFINE_bool("eval_mode", False, "Deterministic: no dropout, BatchNorm running averages.")
   flags.DEFINE_integer("seed", 0, "Dropout noise seed (the default test mode).")
@@ -126,7 +125,7 @@ def main(argv: list[str]) -> None:
         eval_mode=f.eval_mode, seed=f.seed, batch_size=f.batch_size,
         output_bits=f.output_bits, tile=f.tile, overlap=f.overlap)
   except (FileNotFoundError, ValueError) as e:
-    sys.exit(f"error: {e}")
+    checkpoint_flags.exit_with(e)
   print(f"wrote {len(written)} image(s) to {f.output}")
 
 

@@ -12,6 +12,9 @@ the folder again.
 Which ones stay: the latest keep_checkpoints, with keep_every_steps every multiple of it,
 and with keep_best the best one by that validation metric (orbax preservation policies;
 a checkpoint saved at a validation step carries the metrics, ranked by `RANK`).
+
+A checkpoint damaged later (train/checkpoint_damage.py) is reported in one sentence; the
+inference programs say which --step loads instead.
 """
 
 import math
@@ -26,6 +29,7 @@ import orbax.checkpoint as ocp
 from pix2pix_jax.config import base as config_base
 from pix2pix_jax.config import validation
 from pix2pix_jax.nn import models
+from pix2pix_jax.train import checkpoint_damage as damage
 from pix2pix_jax.train import ema
 from pix2pix_jax.train.state import TrainState
 
@@ -39,8 +43,6 @@ ARCHITECTURE_FIELDS = ("model.generator", "model.input_nc", "model.output_nc", "
 _ABSENT = "<absent>"  # A field the older (or newer) config does not have.
 BEST = "best"  # The step name that means the best checkpoint by keep_best's metric.
 RANK = "rank"  # In a checkpoint's metrics: higher is better, whatever the metric.
-
-
 def checkpoint_dir(workdir: str) -> str:
   return os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
 
@@ -205,7 +207,7 @@ def check_state_shapes(saved_metadata: Any, abstract_state: Any,
       f"checkpoint's: " + _describe(fields or ["none"]))
 
 
-# --------------------------------------------------------------------------- reading a trained G
+# --------------------------------------------------------------------------- damage.reading a trained G
 
 
 def _step_dirs(root: str) -> dict[int, str]:
@@ -258,7 +260,7 @@ def checkpoint_step_dir(path: str, step: int | str | None = None) -> str:
 def generator_shapes(config: ml_collections.ConfigDict) -> Variables:
   """ShapeDtypeStructs of the generator's variables, without computing anything."""
   m = config.model
-  size = 2**m.num_downs
+  size = models.size_multiple(m)
   x = jax.ShapeDtypeStruct((1, size, size, m.input_nc), jnp.float32)
   generator = models.make_generator(m)
   return jax.eval_shape(lambda x: generator.init(jax.random.key(0), x, train=False), x)
@@ -266,8 +268,16 @@ def generator_shapes(config: ml_collections.ConfigDict) -> Variables:
 
 def load_config(step_dir: str) -> ml_collections.ConfigDict:
   """A checkpoint's config, on top of today's defaults (fields added since are filled in)."""
-  saved = ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(
-      os.path.join(step_dir, "config"), args=ocp.args.JsonRestore())
+  try:
+    return _load_config(step_dir)
+  except damage.CheckpointDamagedError as e:
+    raise damage.CheckpointDamagedError(step_dir, e.reason, _working_step(step_dir)) from None
+
+
+def _load_config(step_dir: str) -> ml_collections.ConfigDict:
+  with damage.reading(step_dir):
+    saved = ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(
+        os.path.join(step_dir, "config"), args=ocp.args.JsonRestore())
   config = config_base.base_config()
   config.update(saved)
   return config
@@ -279,9 +289,31 @@ def load_generator(path: str, step: int | str | None = None
 
   Only the generator is read: the discriminator and the optimizer states stay on disk.
   With model.ema_decay > 0 the params are the moving average of the trained ones.
+  A damaged checkpoint raises CheckpointDamagedError, which names the --step that loads.
   """
   step_dir = checkpoint_step_dir(path, step)
-  config = load_config(step_dir)
+  try:
+    return _load_generator(step_dir)
+  except damage.CheckpointDamagedError as e:
+    raise damage.CheckpointDamagedError(step_dir, e.reason, _working_step(step_dir)) from None
+
+
+def _working_step(damaged: str) -> str:
+  """Which other checkpoint beside `damaged` loads (newest first), as a hint."""
+  for step, step_dir in sorted(_step_dirs(os.path.dirname(damaged)).items(), reverse=True):
+    if step_dir == damaged:
+      continue
+    try:
+      _load_generator(step_dir)
+    except damage.CheckpointDamagedError:
+      continue
+    return f"--step={step} loads"
+  return "no other checkpoint there loads"
+
+
+def _load_generator(step_dir: str) -> tuple[ml_collections.ConfigDict, Variables]:
+  damage.check_intact(step_dir)
+  config = _load_config(step_dir)
   shapes = generator_shapes(config)
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   field = ema.params_field(config)
@@ -289,10 +321,11 @@ def load_generator(path: str, step: int | str | None = None
   if shapes.get("batch_stats"):
     wanted["g_batch_stats"] = shapes["batch_stats"]
   wanted = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device), wanted)
-  restored = ocp.PyTreeCheckpointer().restore(
-      os.path.join(step_dir, "state"), args=ocp.args.PyTreeRestore(
-          item=wanted, restore_args=ocp.checkpoint_utils.construct_restore_args(wanted),
-          partial_restore=True))
+  with damage.reading(step_dir):
+    restored = ocp.PyTreeCheckpointer().restore(
+        os.path.join(step_dir, "state"), args=ocp.args.PyTreeRestore(
+            item=wanted, restore_args=ocp.checkpoint_utils.construct_restore_args(wanted),
+            partial_restore=True))
   return config, {"params": restored[field],
                   "batch_stats": restored.get("g_batch_stats", {})}
 

@@ -31,6 +31,7 @@ import tqdm
 from pix2pix_jax.config import validation
 from pix2pix_jax.data import pipeline
 from pix2pix_jax.nn import generate as generate_lib
+from pix2pix_jax.train import checkpoint_damage
 from pix2pix_jax.train import checkpoints
 from pix2pix_jax.train import ema
 from pix2pix_jax.train import optimizers
@@ -163,18 +164,42 @@ def _check_config(config: ml_collections.ConfigDict, workdir: str,
 def _initial_state(config: ml_collections.ConfigDict, run: setup.Run,
                    manager: ocp.CheckpointManager, mesh: jax.sharding.Mesh,
                    workdir: str) -> train_state_lib.TrainState:
-  """The latest checkpoint's state, checked against the config, or a new one."""
-  if manager.latest_step() is None:
-    with _hint_out_of_memory(config, "creating the initial state"):
-      return jax.block_until_ready(run.create_state())
-  saved_config = checkpoints.restore_config(manager)
+  """The newest intact checkpoint's state, checked against the config, or a new one.
+
+  A damaged checkpoint (truncated, corrupt or missing files) is said in one sentence, moved
+  aside as `<step>.damaged` and the next older one tried.
+  """
+  while (step := manager.latest_step()) is not None:
+    step_dir = os.path.join(checkpoints.checkpoint_dir(workdir), str(step))
+    try:
+      return _restore(config, run, manager, mesh, workdir, step, step_dir)
+    except checkpoint_damage.CheckpointDamagedError as e:
+      if jax.process_index() == 0:
+        moved = checkpoint_damage.move_aside(step_dir)
+        print(f"Checkpoint {step} is damaged ({e.reason}); moved it to {moved} and resuming "
+              "from the newest intact checkpoint", flush=True)
+      if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(f"moved damaged checkpoint {step} aside")
+      manager.reload()
+  with _hint_out_of_memory(config, "creating the initial state"):
+    return jax.block_until_ready(run.create_state())
+
+
+def _restore(config: ml_collections.ConfigDict, run: setup.Run,
+             manager: ocp.CheckpointManager, mesh: jax.sharding.Mesh, workdir: str, step: int,
+             step_dir: str) -> train_state_lib.TrainState:
+  """Checkpoint `step`'s state; CheckpointDamagedError if its files say it is damaged."""
+  checkpoint_damage.check_intact(step_dir)
+  with checkpoint_damage.reading(step_dir):
+    saved_config = checkpoints.restore_config(manager, step)
   checkpoints.check_resume_compatible(saved_config, config)
   abstract = checkpoints.abstract_like(jax.eval_shape(run.create_state),
                                        sharding.replicated(mesh))
-  checkpoints.check_state_shapes(checkpoints.state_metadata(manager), abstract, saved_config,
-                                 config)
-  with _hint_out_of_memory(config, "restoring the checkpoint"):
-    state = checkpoints.restore_state(manager, abstract)
+  with checkpoint_damage.reading(step_dir):
+    metadata = checkpoints.state_metadata(manager, step)
+  checkpoints.check_state_shapes(metadata, abstract, saved_config, config)
+  with _hint_out_of_memory(config, "restoring the checkpoint"), checkpoint_damage.reading(step_dir):
+    state = checkpoints.restore_state(manager, abstract, step)
   if jax.process_index() == 0:
     print(f"Resumed from step {int(state.step)} in {workdir}", flush=True)
   return state

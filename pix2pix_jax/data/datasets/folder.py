@@ -9,13 +9,18 @@ gray, gray+alpha, RGB and RGBA PNG/TIFF); each side is stored with the fewest ch
 bits that hold all its files (16 bits if any file has them).
 A tfds config is named after the folder plus a hash of its path and file listing, so two
 folders (or a folder whose files changed) never share a data_dir entry.
+Only regular files are read (a named pipe would block the build, a link to a device fill
+memory), each up to image_io.MAX_FILE_BYTES; a file name that is not UTF-8 is kept with
+surrogate escapes, stored as its \\xNN form, and reported.
 """
 
 import dataclasses
 import hashlib
 import os
 import re
+import stat
 
+from absl import logging
 from etils import epath
 import numpy as np
 from PIL import Image
@@ -64,9 +69,11 @@ _HEADER_BYTES = 32  # Enough for a PNG's IHDR (its bit depth).
 
 
 def _mode(path: epath.Path) -> str | None:
-  """The PIL mode from the header, + ";16" for 16-bit colour; None if unreadable (the build
-  reports it then)."""
+  """The PIL mode from the header, + ";16" for 16-bit colour; None if unreadable or not a
+  regular file (the build reports it then)."""
   try:
+    if not stat.S_ISREG(os.stat(path).st_mode):
+      return None  # Opening a named pipe would block; a device could be read for ever.
     with open(path, "rb") as f:
       header = f.read(_HEADER_BYTES)
     with Image.open(path) as image:
@@ -103,8 +110,14 @@ def make_config(path: str, val_fraction: float = 0.1) -> FolderConfig:
   stats = [(f, os.lstat(f)) for f in files]  # lstat: a dangling link is reported later.
   listing = "\n".join(f"{f.relative_to(root)}\t{st.st_size}\t{st.st_mtime_ns}"
                       for f, st in stats)
-  digest = hashlib.sha256(
-      f"{root}\n{val_fraction}\n{listing}".encode()).hexdigest()[:12]
+  odd = [image_io.display_name(f) for f in files
+         if image_io.display_name(f.name) != os.fspath(f.name)]
+  if odd:
+    logging.warning("%s: %d file name(s) are not UTF-8; their pairs are named with \\xNN "
+                    "escapes: %s", image_io.display_name(root), len(odd), ", ".join(odd[:10]))
+  # surrogateescape: names that are not UTF-8 hash by their bytes, as the OS gave them.
+  digest = hashlib.sha256(f"{root}\n{val_fraction}\n{listing}".encode(
+      "utf-8", "surrogateescape")).hexdigest()[:12]
   slug = re.sub(r"[^a-z0-9]+", "_", root.name.lower()).strip("_") or "folder"
   return FolderConfig(
       name=f"{slug}_{digest}", description=f"Pairs from {root}", path=os.fspath(root),
@@ -163,14 +176,17 @@ class Pix2pixFolder(tfds.core.GeneratorBasedBuilder):
     cfg = self.builder_config
     a_path, b_path = item
     if b_path is None and cfg.paired_folders:
-      raise image_io.BadImageError(str(a_path), "has no file of the same name in B/")
+      raise image_io.BadImageError(image_io.display_name(a_path),
+                                   "has no file of the same name in B/")
     if a_path is None:
-      raise image_io.BadImageError(str(b_path), "has no file of the same name in A/")
+      raise image_io.BadImageError(image_io.display_name(b_path),
+                                   "has no file of the same name in A/")
     if cfg.paired_folders:
       a, b = image_io.read(a_path), image_io.read(b_path)
     else:
-      a, b = image_io.split_ab(image_io.read(a_path), str(a_path))
-    return a_path.name, _convert(a, cfg.format_a), _convert(b, cfg.format_b)
+      a, b = image_io.split_ab(image_io.read(a_path), image_io.display_name(a_path))
+    return (image_io.display_name(a_path.name), _convert(a, cfg.format_a),
+            _convert(b, cfg.format_b))
 
   def _generate_examples(self, folder: epath.Path, held_out: bool | None):
     items = self._items(folder)
