@@ -12,6 +12,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
+from conftest import tiny_config
 from pix2pix_jax.nn import generate as generate_lib
 from pix2pix_jax.nn import models
 from pix2pix_jax.serving import export
@@ -88,6 +89,15 @@ def test_refuses_a_bfloat16_generator_in_one_sentence(trained_workdir, tmp_path)
   message = str(e.value)
   assert "float32" in message and message.count(". ") == 0 and message.endswith(".")
   assert not path.exists()
+
+
+def test_refuses_a_resnet_generator_in_one_sentence():
+  config = tiny_config()
+  config.model.generator = "resnet_6blocks"
+  with pytest.raises(ValueError) as e:
+    export.check_onnx_config(config)
+  message = str(e.value)
+  assert "resnet_6blocks" in message and message.count(". ") == 0 and message.endswith(".")
 
 
 def test_test_mode_needs_onnx(trained_workdir, tmp_path):

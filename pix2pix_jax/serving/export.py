@@ -23,7 +23,9 @@ weights inside. The paper's test mode needs a dropout key and per-image statisti
   --test_mode, the paper's test mode without the dropout noise: each image normalised with its
   own BatchNorm statistics; batch symbolic, H = W = --size (default the training crop size):
   jax2onnx 0.17.1 cannot lower the statistics' element count (`dim_as_value` of a size written
-  as a multiple) for a symbolic spatial size ("No symbolic dim origin registered").
+  as a multiple) for a symbolic spatial size ("No symbolic dim origin registered"). ResNet
+  generators are refused: jax2onnx 0.17.1's lowering of a nested `jit` (their reflection
+  padding) fails on JAX 0.12 (`jax._src.core` has no `ClosedJaxpr`).
 - OUT/export.json: what the artifacts expect (layout, range, sizes, checkpoint step).
 """
 
@@ -42,6 +44,7 @@ import numpy as np
 from pix2pix_jax.nn import conv
 from pix2pix_jax.nn import generate as generate_lib
 from pix2pix_jax.nn import models
+from pix2pix_jax.nn import resnet
 from pix2pix_jax.serving import checkpoint_flags
 from pix2pix_jax.train import checkpoints
 
@@ -116,6 +119,10 @@ def save_saved_model(config: ml_collections.ConfigDict, variables: generate_lib.
 
 def check_onnx_config(config: ml_collections.ConfigDict) -> None:
   """Refuses, in one sentence, a generator whose ONNX graph ONNX Runtime could not run."""
+  if config.model.generator in resnet.BLOCKS:
+    raise ValueError(
+        f"ONNX export supports the U-Net generators, not {config.model.generator}: jax2onnx "
+        "0.17.1 cannot lower the nested jit of its reflection padding on JAX 0.12.")
   if config.model.dtype != "float32":
     raise ValueError(
         f"ONNX export needs model.dtype float32, not {config.model.dtype}: ONNX Runtime has no "
@@ -139,8 +146,8 @@ def onnx_fn(config: ml_collections.ConfigDict, variables: generate_lib.Variables
 
 def onnx_input_spec(config: ml_collections.ConfigDict, test_mode: bool,
                     size: int | None = None) -> jax.ShapeDtypeStruct:
-  """Symbolic batch; symbolic multiples of 2**num_downs as the spatial size in eval mode,
-  `size` (default data.crop_size) in test mode (see the module docstring)."""
+  """Symbolic batch; symbolic multiples of the size multiple as the spatial size in eval
+  mode, `size` (default data.crop_size) in test mode (see the module docstring)."""
   m = config.model
   multiple = models.size_multiple(m)
   b, h, w = jax_export.symbolic_shape("batch, h, w")
@@ -148,7 +155,7 @@ def onnx_input_spec(config: ml_collections.ConfigDict, test_mode: bool,
     return jax.ShapeDtypeStruct((b, multiple * h, multiple * w, m.input_nc), jnp.float32)
   size = size or config.data.crop_size
   if size % multiple:
-    raise ValueError(f"--size {size} is not a multiple of 2**num_downs = {multiple}")
+    raise ValueError(f"--size {size} is not a multiple of the size multiple {multiple}")
   return jax.ShapeDtypeStruct((b, size, size, m.input_nc), jnp.float32)
 
 
