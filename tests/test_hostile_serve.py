@@ -185,7 +185,7 @@ def test_concurrent_large_bodies_are_bounded_in_memory(demo):
 
 
 def test_shape_flood_compiles_a_bounded_set_of_shapes(demo):
-  """5 sizes that pad to 5 shapes (multiples of 64) fit 1 bucket (or are resized into it)."""
+  """5 sizes that pad to 5 shapes (multiples of 64) fit 1 bucket (or are tiled with it)."""
   sizes = [(130, 130), (200, 200), (140, 250), (250, 140), (300, 260)]
   assert demo.bucket_sides == [64, 128, 256]
   statuses, latencies = [], []

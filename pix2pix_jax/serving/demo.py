@@ -1,7 +1,7 @@
 """The demo's model side: the loaded generator, its inputs fitted to a few size buckets.
 
 Uploads are checked before decoding (format, size); every input is reflect-padded to one of
-a few bucket shapes (resized down into the largest if larger), so the generator is compiled
+a few bucket shapes (tiled with the largest if larger), so the generator is compiled
 for a bounded set of shapes whatever clients send.
 """
 
@@ -20,14 +20,16 @@ from PIL import Image
 from pix2pix_jax.data import image_io
 from pix2pix_jax.data import transforms
 from pix2pix_jax.nn import generate as generate_lib
+from pix2pix_jax.nn import models
 from pix2pix_jax.serving import inference
+from pix2pix_jax.serving import tiling
 from pix2pix_jax.train import checkpoints
 
 # Formats PIL may decode from an upload; anything else (PDF, TIFF, PSD, ...) is refused.
 IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF")
-MAX_SIDE = 2048  # Uploads larger than this a side are refused before decoding.
+MAX_SIDE = 8192  # Uploads larger than this a side are refused before decoding.
 # Inputs are padded up to a bucket, crop_size * 2**k a side (k < BUCKET_LEVELS), and larger
-# ones resized down into the largest: every shape compiles the generator once, so at most
+# ones tiled with tiles of the largest: every shape compiles the generator once, so at most
 # BUCKET_LEVELS**2 shapes are ever compiled.
 BUCKET_LEVELS = 3
 
@@ -93,7 +95,7 @@ class Demo:
     self.eval_mode = eval_mode
     self.seed = seed
     self.size = int(self.config.data.crop_size)
-    self.bucket_sides = bucket_sides(self.size, 2**int(self.config.model.num_downs))
+    self.bucket_sides = bucket_sides(self.size, models.size_multiple(self.config.model))
     self._generate = generate_lib.make_generate_fn(self.config, eval_mode)
     self._lock = threading.Lock()
     self._compiled: set[tuple[int, int]] = set()
@@ -119,26 +121,27 @@ class Demo:
   def translate(self, image: np.ndarray) -> np.ndarray:
     """uint8 image -> uint8 output of the same size; image id 0, so same input, same output.
 
-    The image is reflect-padded to its size bucket (resized down first if it is larger than
-    the largest), and the output cropped (and resized) back.
+    The image is reflect-padded to its size bucket and the output cropped back; one larger
+    than the largest bucket is translated in overlapping tiles of that size (serving/tiling.py),
+    so that every shape the generator runs is a bucket's.
     """
     h, w = image.shape[:2]
     x = image_io.flatten_for_model(image, int(self.config.model.input_nc))
     top = self.bucket_sides[-1]
     if max(h, w) > top:
-      scale = top / max(h, w)
-      x = image_io.resize_uint8(
-          x, max(1, round(h * scale)), max(1, round(w * scale)))
+      padded, crop = transforms.pad_to(x, max(h, top), max(w, top))
+      with self._lock:
+        self._compiled.add((top, top))
+        return tiling.translate_tiled(
+            self.config, self.variables, padded, tile=top, eval_mode=self.eval_mode,
+            seed=self.seed, batch_size=1, output_bits=8, generate_fn=self._generate)[crop]
     bucket = tuple(next(s for s in self.bucket_sides if s >= n) for n in x.shape[:2])
     padded, crop = transforms.pad_to(x, *bucket)
     with self._lock:
       self._compiled.add(bucket)
-      out = inference.translate(self.config, self.variables, [padded],
-                                eval_mode=self.eval_mode, seed=self.seed, batch_size=1,
-                                image_ids=[0], generate_fn=self._generate)[0][crop]
-    if out.shape[:2] != (h, w):
-      out = image_io.resize_uint8(out, h, w)
-    return out
+      return inference.translate(self.config, self.variables, [padded],
+                                 eval_mode=self.eval_mode, seed=self.seed, batch_size=1,
+                                 image_ids=[0], generate_fn=self._generate)[0][crop]
 
 
 def bucket_sides(crop_size: int, multiple: int, levels: int = BUCKET_LEVELS) -> list[int]:
