@@ -121,7 +121,7 @@ def test_translate_multipart_jpeg_of_another_size(address):
     (png_bytes(np.random.default_rng(0).integers(0, 255, (32, 32, 3), np.uint8))[:-1500],
      400, b"could not decode"),
     (png_bytes(np.zeros((8, 8, 3), np.uint8), "TIFF"), 415, b"unsupported image format"),
-    (png_bytes(np.zeros((1, 2100), np.uint8)), 413, b"too large"),
+    (png_bytes(np.zeros((1, demo_lib.MAX_SIDE + 1), np.uint8)), 413, b"too large"),
     (b"\xff" * (MAX_UPLOAD + 1), 413, b"over the limit"),
 ], ids=["text", "empty", "truncated", "tiff", "wide", "oversized"])
 def test_bad_uploads_are_refused(address, body, status, message):
