@@ -56,15 +56,8 @@ def _pairs(value: int | Sequence[int]) -> tuple[int, int]:
   return (value, value) if isinstance(value, int) else tuple(value)  # type: ignore[return-value]
 
 
-def _bias(module: nn.Module, y: jax.Array) -> jax.Array:
-  if not module.use_bias:
-    return y
-  bias = module.param("bias", nn.initializers.zeros, (module.features,), jnp.float32)
-  return y + bias.astype(module.dtype)
-
-
-class Conv(nn.Module):
-  """nn.Conv with explicit padding: float32 parameters, computed in `dtype`."""
+class _Convolution(nn.Module):
+  """The fields, parameters and per-platform call the two convolutions share."""
 
   features: int
   kernel_size: Sequence[int]
@@ -75,45 +68,45 @@ class Conv(nn.Module):
   kernel_init: Initializer = nn.initializers.lecun_normal()
   impl: str = "auto"
 
+  def forms(self, kernel_shape: tuple[int, ...], strides: tuple[int, int], padding: Padding
+            ) -> tuple[Callable[..., jax.Array], Callable[..., jax.Array]]:
+    """(CPU form, plain form) of this layer, each a function of (x, kernel)."""
+    raise NotImplementedError
+
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     kh, kw = _pairs(self.kernel_size)
     kernel = self.param("kernel", self.kernel_init, (kh, kw, x.shape[-1], self.features),
                         jnp.float32)
     strides, padding = _pairs(self.strides), tuple(tuple(p) for p in self.padding)
-    cpu = functools.partial(cpu_lowering.conv, strides=strides, padding=padding, impl=self.impl)
-    plain = functools.partial(plain_conv, strides=strides, padding=padding)
+    cpu, plain = self.forms(kernel.shape, strides, padding)
     y = per_platform(self.impl, cpu, plain, x.astype(self.dtype), kernel.astype(self.dtype))
-    return _bias(self, y)
+    if self.use_bias:
+      bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
+      y = y + bias.astype(self.dtype)
+    return y
 
 
-class ConvTranspose(nn.Module):
+class Conv(_Convolution):
+  """nn.Conv with explicit padding: float32 parameters, computed in `dtype`."""
+
+  def forms(self, kernel_shape, strides, padding):
+    return (functools.partial(cpu_lowering.conv, strides=strides, padding=padding,
+                              impl=self.impl),
+            functools.partial(plain_conv, strides=strides, padding=padding))
+
+
+class ConvTranspose(_Convolution):
   """nn.ConvTranspose's parameters and arguments (padding of the dilated input, as lax's),
   computing PyTorch's ConvTranspose2d: nn.ConvTranspose's function with the kernel
   spatially flipped, so official weights load as they are (`kernel = weight.transpose(2, 3,
   0, 1)`); ConvTranspose2d(4, 2, 1) is strides 2 and padding 2."""
 
-  features: int
-  kernel_size: Sequence[int]
-  strides: Sequence[int] = (1, 1)
-  padding: Padding = ((0, 0), (0, 0))
-  use_bias: bool = True
-  dtype: Dtype = jnp.float32
-  kernel_init: Initializer = nn.initializers.lecun_normal()
-  impl: str = "auto"
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    kh, kw = _pairs(self.kernel_size)
-    kernel = self.param("kernel", self.kernel_init, (kh, kw, x.shape[-1], self.features),
-                        jnp.float32)
-    strides, padding = _pairs(self.strides), tuple(tuple(p) for p in self.padding)
+  def forms(self, kernel_shape, strides, padding):
     plain = functools.partial(plain_conv_transpose, strides=strides, padding=padding)
-    cpu = plain
-    if cpu_lowering.is_up_conv(kernel.shape, strides, padding):
-      cpu = functools.partial(cpu_lowering.up_conv, impl=self.impl)
-    y = per_platform(self.impl, cpu, plain, x.astype(self.dtype), kernel.astype(self.dtype))
-    return _bias(self, y)
+    if cpu_lowering.is_up_conv(kernel_shape, strides, padding):
+      return functools.partial(cpu_lowering.up_conv, impl=self.impl), plain
+    return plain, plain
 
 
 class Parts(NamedTuple):
