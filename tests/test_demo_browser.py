@@ -3,7 +3,7 @@
 Skips where Chromium, chromedriver or selenium is missing, unless PIX2PIX_REQUIRE_BROWSER=1
 (as .ci/run sets): CI must run it.
 
-Also makes docs/demo.png: python tests/test_demo_browser.py --workdir DIR [--out PATH]
+Also makes docs/demo.png: python tests/test_demo_browser.py --workdir DIR [--out PATH] [--labels PNG]
 """
 
 import argparse
@@ -178,15 +178,19 @@ def test_drawing_updates_translation(page, tmp_path, trained_workdir):
   assert driver.execute_script(PIXELS_JS, "output")[2] == blank_out
 
 
-def make_screenshot(workdir: str, out: str) -> None:
-  """docs/demo.png: a facade from the synthetic val split, loaded and painted over."""
+def make_screenshot(workdir: str, out: str, labels_path: str | None = None) -> None:
+  """docs/demo.png: a label map (`labels_path`, else one of the synthetic val split) loaded
+  into the demo and painted over: a window drawn as a rectangle, a balcony brushed."""
   from PIL import Image  # pylint: disable=g-import-not-at-top
   from pix2pix_jax.data.datasets import synthetic  # pylint: disable=g-import-not-at-top
   chromium, chromedriver = browser_or_skip()
   proc, url = start_server(workdir)
   with tempfile.TemporaryDirectory() as tmp:
-    labels = synthetic.make_pair(0, "val", 3, 64)[0]
-    Image.fromarray(labels).save(os.path.join(tmp, "labels.png"))
+    if labels_path:
+      Image.open(labels_path).convert("RGB").save(os.path.join(tmp, "labels.png"))
+    else:
+      Image.fromarray(synthetic.make_pair(0, "val", 3, 64)[0]).save(
+          os.path.join(tmp, "labels.png"))
     driver = make_driver(chromium, chromedriver, os.path.join(tmp, "profile"))
     try:
       driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
@@ -217,5 +221,6 @@ if __name__ == "__main__":
   parser = argparse.ArgumentParser(description=make_screenshot.__doc__)
   parser.add_argument("--workdir", required=True)
   parser.add_argument("--out", default=str(REPO / "docs" / "demo.png"))
+  parser.add_argument("--labels", help="Label map to load (default: a synthetic one).")
   args = parser.parse_args()
-  make_screenshot(args.workdir, args.out)
+  make_screenshot(args.workdir, args.out, args.labels)

@@ -57,7 +57,7 @@ def _file_stem(index: int, name: str) -> str:
   return f"{index:05d}_" + (re.sub(r"[^A-Za-z0-9._-]+", "_", stem)[:60] or "image")
 
 
-def _json_number(x: float) -> float | None:
+def json_number(x: float) -> float | None:
   """JSON has no infinity: +inf (PSNR of an exact match) is written as null."""
   return float(x) if np.isfinite(x) else None
 
@@ -98,7 +98,7 @@ def evaluate(config: ml_collections.ConfigDict, variables: generate_lib.Variable
     raise ValueError(f"split {split!r} of {config.data.name} has no examples")
 
   means = {m: float(np.mean([r[m] for r in records])) for m in metrics.METRICS}
-  result: dict[str, Any] = {m: _json_number(means[m]) for m in metrics.METRICS}
+  result: dict[str, Any] = {m: json_number(means[m]) for m in metrics.METRICS}
   result.update(
       split=split, dataset=config.data.name, num_images=len(records),
       mode="eval (no dropout, running BatchNorm averages)" if eval_mode else
@@ -111,7 +111,7 @@ def evaluate(config: ml_collections.ConfigDict, variables: generate_lib.Variable
           "images": f"outputs and targets rounded to {8 * dtype.itemsize} bits, as the PNGs",
           "fid": "not computed: a set statistic needing Inception weights; unreliable on "
                  "test sets of ~100 images"},
-      images=[{k: (_json_number(v) if k in metrics.METRICS else v) for k, v in r.items()}
+      images=[{k: (json_number(v) if k in metrics.METRICS else v) for k, v in r.items()}
               for r in records])
   with open(os.path.join(output_dir, METRICS_FILE), "w") as f:
     json.dump(result, f, indent=1, allow_nan=False)

@@ -39,11 +39,12 @@ class Example(NamedTuple):
   metrics: dict[str, float]
 
 
-def _score(outputs: list[np.ndarray], targets: list[np.ndarray], metric_set: MetricSet
+def score_images(outputs: list[np.ndarray], targets: list[np.ndarray], metric_set: MetricSet
            ) -> list[dict[str, float]]:
-  """Per-image values; one call for the whole batch when its images share a shape."""
+  """Per-image metric values of HxWxC uint8 (or uint16) outputs against their targets; one
+  call for the whole batch when its images share a shape."""
   if len({o.shape for o in outputs}) > 1:
-    return [_score([o], [t], metric_set)[0] for o, t in zip(outputs, targets)]
+    return [score_images([o], [t], metric_set)[0] for o, t in zip(outputs, targets)]
   stack = lambda images: jnp.asarray(np.stack([image_io.to_float(i) for i in images]))
   values = jax.device_get(dict(metric_set.fn(stack(outputs), stack(targets))))
   return [{m: float(v[k]) for m, v in values.items()} for k in range(len(outputs))]
@@ -75,7 +76,8 @@ def scored_examples(config: ml_collections.ConfigDict, variables: generate_lib.V
                                                dtype)
                      for role, a in (("input", batch["input"]), ("output", fake),
                                      ("target", batch["target"]))})
-    scores = _score([i["output"] for i in images], [i["target"] for i in images], metric_set)
+    scores = score_images([i["output"] for i in images], [i["target"] for i in images],
+                          metric_set)
     for k in range(per_host):
       if batch["mask"][k]:
         yield Example(first + k, str(batch["name"][k]), images[k], scores[k])
