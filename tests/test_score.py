@@ -39,6 +39,7 @@ def test_scoring_evaluates_own_outputs_reproduces_its_metrics(evaluated):
     np.testing.assert_allclose([r[m] for r in scored["images"]],
                                [r[m] for r in result["images"]], rtol=1e-5, atol=1e-6)
   assert [r["name"] for r in scored["images"]] == [r["name"] for r in result["images"]]
+  assert [r["output"] for r in scored["images"]] == [r["output"] for r in result["images"]]
 
 
 def _copy_as(out, result, folder, transform):

@@ -4,7 +4,7 @@
 # run of the same budget, each evaluated on the 106 test images in the paper's test mode and
 # in eval mode, for the final and the best (by val L1) checkpoint. From the repository root:
 #   docs/results/facades_128.sh MANUAL_DIR OUT [EPOCHS_CONSTANT] [EPOCHS_DECAY]
-# MANUAL_DIR holds facades.tar.gz. The two runs train at once (one core each on 2 cores).
+# MANUAL_DIR holds facades.tar.gz. The two runs train at once, sharing the machine's cores.
 set -euo pipefail
 MANUAL=$1 OUT=$2 CONSTANT=${3:-4} DECAY=${4:-4}
 PY=${PY:-.venv/bin/python}

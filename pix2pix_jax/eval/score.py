@@ -8,7 +8,8 @@ Numbers from two code bases are comparable only when the same targets are scored
 code. This reads the split's targets exactly as evaluate does (`pipeline.eval_iterator`: the
 test-time geometry of the config, rounded to 8 bits), finds each image's output in
 --outputs by its pair's file-name stem and position in the split (`--pattern`: "{stem}" and
-"{index}" are replaced; evaluate's own outputs are "{index:05d}_{stem}_output.png"), and scores
+"{index}" are replaced; evaluate's own outputs, for file names of letters, digits, ".", "_" and
+"-", are "images/{index:05d}_{stem}_output.png"), and scores
 it with evaluate's metrics. An output must have its target's size: the other program must
 have produced it at the same test view (for the official datasets: crop_size square).
 Writes a JSON file shaped like evaluate's metrics.json (means, then per-image values).
@@ -41,15 +42,15 @@ def score(config: ml_collections.ConfigDict, split: str, outputs_dir: str,
   geometry = pipeline.test_spec(config)
   records: list[dict[str, Any]] = []
   for batch in pipeline.eval_iterator(config, split, batch_size):
-    fakes, targets, names = [], [], []
+    fakes, targets, names, files = [], [], [], []
     for k in np.flatnonzero(batch["mask"]):
       name = str(batch["name"][k])
       shape = tuple(int(s) for s in batch["shape"][k])
       target = image_io.from_float(transforms.restore(batch["target"][k], shape, geometry),
                                    np.uint8)
-      path = os.path.join(outputs_dir,
-                          pattern.format(stem=os.path.splitext(os.path.basename(name))[0],
-                                         index=len(records) + len(names)))
+      file = pattern.format(stem=os.path.splitext(os.path.basename(name))[0],
+                            index=len(records) + len(names))
+      path = os.path.join(outputs_dir, file)
       if not os.path.exists(path):
         raise FileNotFoundError(f"no output for {name}: {path} does not exist")
       fake = image_io.flatten_for_model(image_io.read_image(path), target.shape[-1])
@@ -59,8 +60,10 @@ def score(config: ml_collections.ConfigDict, split: str, outputs_dir: str,
       fakes.append(fake)
       targets.append(target)
       names.append(name)
-    for name, values in zip(names, validation.score_images(fakes, targets, metric_set)):
-      records.append({"index": len(records), "name": name, "output": name} | values)
+      files.append(file)
+    scores = validation.score_images(fakes, targets, metric_set)
+    for name, file, values in zip(names, files, scores):
+      records.append({"index": len(records), "name": name, "output": file} | values)
   if not records:
     raise ValueError(f"split {split!r} of {config.data.name} has no examples")
   means = {m: float(np.mean([r[m] for r in records])) for m in metrics.METRICS}
