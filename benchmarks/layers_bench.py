@@ -12,6 +12,8 @@ performs less, so there nominal GFLOP/s is not how busy the chip is).
   python benchmarks/layers_bench.py --batch_size 1 --kind up --rounds 5
   python benchmarks/layers_bench.py --batch_size 16 --kind stride1 --layers "D conv_3"
   python benchmarks/layers_bench.py --batch_size 16 --kind all --impls auto --rounds 3
+
+`--forward` times the forward pass alone (inference: one convolution per layer, 1x FLOPs).
 """
 
 import argparse
@@ -57,6 +59,7 @@ def main() -> None:
   p.add_argument("--layers", default=None, help="comma list of layer names (default all)")
   p.add_argument("--rounds", type=int, default=5)
   p.add_argument("--dtype", default="float32")
+  p.add_argument("--forward", action="store_true", help="forward pass only (inference)")
   args = p.parse_args()
 
   pad = ((1, 1), (1, 1))
@@ -73,7 +76,8 @@ def main() -> None:
     impls = sorted(set.intersection(*(set(tables[k][0]) for k in kinds)))
   dtype = jnp.dtype(args.dtype)
   n = args.batch_size
-  print(f"batch {n}, {args.dtype}, loadavg {common.loadavg()}")
+  print(f"batch {n}, {args.dtype}, {'forward' if args.forward else 'forward + backward'},"
+        f" loadavg {common.loadavg()}")
   # (kind, impl, nominal FLOPs, median seconds) of every layer timed.
   timed = []
   for kind in kinds:
@@ -82,7 +86,7 @@ def main() -> None:
       shapes = [s for s in shapes if s[0] in args.layers.split(",")]
     for name, side, cin, cout in shapes:
       for impl, (flops, wall) in time_layer(table, impls, kind, n, side, cin, cout, dtype,
-                                            args.rounds, name).items():
+                                            args.rounds, name, args.forward).items():
         timed.append((kind, impl, flops, wall))
   totals = [("all layers run", kinds)]
   if args.kind == "all":
@@ -95,7 +99,7 @@ def main() -> None:
         print(f"total {label:22s} {impl:15s} wall {wall * 1e3:8.2f} ms"
               f"  {flops / wall / 1e9:6.0f} GFLOP/s nominal")
 
-def time_layer(table, impls, kind, n, side, cin, cout, dtype, rounds, name
+def time_layer(table, impls, kind, n, side, cin, cout, dtype, rounds, name, forward=False
                ) -> dict[str, tuple[float, float]]:
   """Prints one layer's line per implementation; returns impl -> (nominal FLOPs, median s)."""
   kx, kk, kc = jax.random.split(jax.random.key(0), 3)
@@ -104,11 +108,13 @@ def time_layer(table, impls, kind, n, side, cin, cout, dtype, rounds, name
   out_side = {"up": 2 * side, "down": side // 2, "stride1": side - 1}[kind]
   g = jax.random.normal(kc, (n, out_side, out_side, cout), dtype)
   in_pixels = side * side if kind == "up" else out_side * out_side
-  flops = 3 * 2 * n * in_pixels * 16 * cin * cout
+  flops = (1 if forward else 3) * 2 * n * in_pixels * 16 * cin * cout
 
   fns = {}
   for impl in impls:
     def fwd_bwd(x, k, g, f=table[impl]):
+      if forward:
+        return f(x, k)
       y, vjp = jax.vjp(f, x, k)
       return y, vjp(g)
     fns[impl] = jax.jit(fwd_bwd)
