@@ -1,4 +1,5 @@
-"""Winograd F(4x4, 4x4) against lax's direct convolution: values and both gradients."""
+"""Winograd F(4x4, 4x4) against lax's direct convolution: values and both gradients; and
+F(4x4, 2x2), which the U-Net's wide strided convolutions use at inference only."""
 
 import itertools
 
@@ -28,12 +29,14 @@ def lax_conv(x, k, padding):
                                       dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
-def test_transform_matrices_compute_the_1d_correlation_exactly():
+@pytest.mark.parametrize("transform", [winograd.F4X4_4X4, winograd.F4X4_2X2])
+def test_transform_matrices_compute_the_1d_correlation_exactly(transform):
   """y[i] = sum_k d[i + k] w[k] for i < 4, as AT ((G w) * (BT d)), for every unit d, w."""
-  for l, k in itertools.product(range(7), range(4)):
-    d, w = np.eye(7)[l], np.eye(4)[k]
-    want = [d[i:i + 4] @ w for i in range(4)]
-    np.testing.assert_allclose(winograd.AT @ ((winograd.G @ w) * (winograd.BT @ d)), want,
+  a, r = transform.g.shape
+  for l, k in itertools.product(range(a), range(r)):
+    d, w = np.eye(a)[l], np.eye(r)[k]
+    want = [d[i:i + r] @ w for i in range(4)]
+    np.testing.assert_allclose(transform.at @ ((transform.g @ w) * (transform.bt @ d)), want,
                                atol=1e-12)
 
 
@@ -114,4 +117,44 @@ def test_discriminator_with_winograd_matches_direct():
   (_, logits_w), g_w = jax.value_and_grad(loss, has_aux=True)(variables["params"], wino)
   assert_close(logits_w, logits_d)
   for got, want in zip(jax.tree.leaves(g_w), jax.tree.leaves(g_d)):
+    assert_close(got, want)
+
+
+@pytest.mark.parametrize("padding", [((0, 0), (0, 0)), ((1, 1), (1, 1)), ((1, 0), (0, 1))])
+def test_conv2x2_matches_lax(padding):
+  """Whole and partial tiles, one-sided paddings."""
+  kx, kk = jax.random.split(jax.random.key(5))
+  x = jax.random.normal(kx, (2, 11, 9, 8), jnp.float32)
+  k = 0.1 * jax.random.normal(kk, (2, 2, 8, 12), jnp.float32)
+  y = jax.jit(lambda x, k: winograd.conv2x2(x, k, padding))(x, k)
+  assert_close(y, lax_conv(x, k, padding))
+
+
+def _strided(x, k):
+  return jax.lax.conv_general_dilated(x, k, (2, 2), ((1, 1), (1, 1)),
+                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+@pytest.mark.parametrize("n,cin,side,winograd_expected", [
+    (4, 64, 64, True),    # 4 * 64 = 256 channels into the 2x2 convolution, 4 * 64 tiles
+    (4, 32, 64, False),   # 4 * 32 = 128 channels (enc_1-like), too narrow
+    (1, 64, 64, False)])  # 64 tiles, too few
+def test_strided_conv_uses_winograd_at_inference_only(n, cin, side, winograd_expected):
+  """Conv2d(4, 2, 1) undifferentiated (inference) runs as F(4x4, 2x2) where it is wide and
+  has enough tiles, with lax's values; differentiated (training) it keeps lax's convolution
+  and conv_gemm_dw's gradients, which match lax's."""
+  kx, kk, kg = jax.random.split(jax.random.key(6), 3)
+  x = jax.random.normal(kx, (n, side, side, cin), jnp.float32)
+  k = 0.02 * jax.random.normal(kk, (4, 4, cin, 256), jnp.float32)
+  fn = lambda x, k: cpu_lowering.conv(x, k, (2, 2), ((1, 1), (1, 1)))
+  assert ("f32[25," in str(jax.make_jaxpr(fn)(x, k))) == winograd_expected
+  want = _strided(x, k)
+  got = np.asarray(jax.jit(fn)(x, k), np.float64)
+  assert np.abs(got - np.asarray(want, np.float64)).max() <= 3e-5 * np.abs(want).max()
+  y, vjp = jax.vjp(fn, x, k)
+  assert "f32[25," not in str(jax.make_jaxpr(lambda x, k: jax.vjp(fn, x, k)[0])(x, k))
+  y_ref, vjp_ref = jax.vjp(_strided, x, k)
+  assert_close(y, y_ref)
+  g = jax.random.normal(kg, y.shape, jnp.float32)
+  for got, want in zip(jax.jit(vjp)(g), jax.jit(vjp_ref)(g)):
     assert_close(got, want)

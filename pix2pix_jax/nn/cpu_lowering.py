@@ -93,6 +93,33 @@ def _space_to_depth(x: jax.Array) -> jax.Array:
   return x.reshape(n, hb, 2, wb, 2, c).transpose(0, 1, 3, 2, 4, 5).reshape(n, hb, wb, 4 * c)
 
 
+# F(4x4, 2x2) pays for Conv2d(4, 2, 1) from about this many 4x4 output tiles and this many
+# channels each side of its space-to-depth 2x2 convolution: the U-Net's enc_2 and enc_3 at
+# 256x256 in batches, not enc_1, and no layer at batch 1. The transposed convolutions' 2x2
+# convolutions, which oneDNN runs (_stride1_conv), gain nothing from it
+# (benchmarks/RESULTS.md, "Winograd at inference").
+_WINOGRAD2_MIN_TILES = 256
+_WINOGRAD2_MIN_CHANNELS = 256
+
+
+def _forward_conv(x: jax.Array, kernel: jax.Array, stride: int, padding: Padding
+                  ) -> jax.Array:
+  """conv_gemm_dw's function where nothing differentiates it: inference.
+
+  Wide Conv2d(4, 2, 1) layers with enough tiles run as their space-to-depth 2x2 convolution
+  by Winograd F(4x4, 2x2), 2.6x fewer multiplications than lax's stride-2 convolution.
+  Training keeps the direct forms, whose gradients are fast. The same function; float32
+  rounding within ~2e-5 of the largest value (tests/test_winograd.py).
+  """
+  n, h, w, cin = x.shape
+  kh, kw, _, cout = kernel.shape
+  tiles = n * -(-(h // 2) // winograd.TILE) * -(-(w // 2) // winograd.TILE)
+  if ((stride, kh, kw, padding) == (2, 4, 4, ((1, 1), (1, 1))) and x.dtype == jnp.float32
+      and min(4 * cin, cout) >= _WINOGRAD2_MIN_CHANNELS and tiles >= _WINOGRAD2_MIN_TILES):
+    return _strided_conv_s2d(x, kernel, winograd.conv2x2)
+  return _lax_conv(x, kernel, stride, padding)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def conv_gemm_dw(x: jax.Array, kernel: jax.Array, stride: int, padding: Padding) -> jax.Array:
   """lax's convolution, with the weight gradient as matrix products.
@@ -103,8 +130,9 @@ def conv_gemm_dw(x: jax.Array, kernel: jax.Array, stride: int, padding: Padding)
   taps into one im2col product; stride-1 layers with fewer outputs than inputs shift the
   cotangent instead; stride-2 layers with 16-127 input channels do that on the
   space-to-depth input. The input gradient is lax's, except for Conv2d(4, 2, 1) (below).
+  Undifferentiated (inference), the convolution is `_forward_conv`'s.
   """
-  return _lax_conv(x, kernel, stride, padding)
+  return _forward_conv(x, kernel, stride, padding)
 
 
 def _conv_gemm_dw_fwd(x, kernel, stride, padding):
@@ -118,7 +146,8 @@ def _conv_gemm_dw_bwd(stride, padding, residuals, g):
     # Conv2d(4, 2, 1)'s input gradient is ConvTranspose2d(4, 2, 1) of g with in and out
     # swapped, here as one stride-1 convolution; lax's is an input-dilated convolution
     # (three quarters of its products with inserted zeros), slower on XLA:CPU.
-    dx = _transposed_conv_s2d(g, kernel.transpose(0, 1, 3, 2), x.shape[1:3])
+    dx = _transposed_conv_s2d(g, kernel.transpose(0, 1, 3, 2), x.shape[1:3],
+                              conv=_conv_gemm_dw_direct)
   elif stride == 1 and max(max(p) for p in padding) < min(kh, kw):
     dx = _stride1_conv_dx(g, kernel, padding)
   else:
@@ -162,6 +191,10 @@ def _conv_gemm_dw_bwd(stride, padding, residuals, g):
 
 
 conv_gemm_dw.defvjp(_conv_gemm_dw_fwd, _conv_gemm_dw_bwd)
+# conv_gemm_dw with lax's convolution undifferentiated too: the backward pass above runs it,
+# and training keeps the direct forms there.
+_conv_gemm_dw_direct = jax.custom_vjp(_lax_conv, nondiff_argnums=(2, 3))
+_conv_gemm_dw_direct.defvjp(_conv_gemm_dw_fwd, _conv_gemm_dw_bwd)
 
 
 def _conv_direct(x: jax.Array, kernel: jax.Array, padding: Padding) -> jax.Array:
@@ -205,21 +238,25 @@ def _strided_conv_lax_gemm_dw(x: jax.Array, kernel: jax.Array) -> jax.Array:
   return conv_gemm_dw(x, kernel, 2, ((1, 1), (1, 1)))
 
 
-def _strided_conv_s2d(x: jax.Array, kernel: jax.Array) -> jax.Array:
+def _strided_conv_s2d(x: jax.Array, kernel: jax.Array,
+                      conv2x2: Callable[..., jax.Array] | None = None) -> jax.Array:
   """Conv2d(k=4, s=2, p=1) as a stride-1 2x2 convolution of the space-to-depth input.
 
   Tap 2a + p of the 4x4 window reads block a, phase p of the padded input, so the kernel
   regrouped as (a, b, (p, q, in), out) computes the same sums. Its gradients are stride-1
   convolutions too, where lax's stride-2 form differentiates into an input-dilated
   convolution (three quarters of its multiplications by inserted zeros, off XLA:CPU's fast
-  path) and a window-dilated weight gradient.
+  path) and a window-dilated weight gradient. `conv2x2(x, kernel, padding)` computes the
+  2x2 convolution (lax's by default).
   """
   n, h, w, cin = x.shape
   cout = kernel.shape[-1]
   # Odd sizes get one more row/column of padding; the extra output row/column is dropped.
   x = _space_to_depth(jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0))))
   k = kernel.reshape(2, 2, 2, 2, cin, cout).transpose(0, 2, 1, 3, 4, 5)
-  y = _lax_conv(x, k.reshape(2, 2, 4 * cin, cout), 1, ((0, 0), (0, 0)))
+  k = k.reshape(2, 2, 4 * cin, cout)
+  no_padding = ((0, 0), (0, 0))
+  y = conv2x2(x, k, no_padding) if conv2x2 else _lax_conv(x, k, 1, no_padding)
   return y[:, :h // 2, :w // 2]
 
 
@@ -268,7 +305,8 @@ def _transposed_conv_reference(x: jax.Array, kernel: jax.Array) -> jax.Array:
 
 
 def _transposed_conv_s2d(x: jax.Array, kernel: jax.Array,
-                         out_hw: tuple[int, int] | None = None) -> jax.Array:
+                         out_hw: tuple[int, int] | None = None,
+                         conv: Callable[..., jax.Array] | None = None) -> jax.Array:
   """The same function as one stride-1 2x2 convolution to 4 * out channels, depth-to-space.
 
   Writing the output (padded by one pixel) as 2x2 blocks, block m, phase p receives
@@ -277,14 +315,15 @@ def _transposed_conv_s2d(x: jax.Array, kernel: jax.Array,
   of four small ones and no interleave of four outputs; it computes (h + 1)(w + 1) blocks for
   h * w outputs' worth, which is little waste except at the innermost levels. `out_hw`
   (at most (2h + 1, 2w + 1)) keeps one more output row/column: a stride-2 convolution's input
-  gradient for odd input sizes. The convolution's weight gradient is conv_gemm_dw's.
+  gradient for odd input sizes. The convolution is `conv` (default conv_gemm_dw: its
+  weight gradient, and Winograd at inference).
   """
   n, h, w, cin = x.shape
   cout = kernel.shape[-1]
   oh, ow = out_hw or (2 * h, 2 * w)
   k = kernel.reshape(2, 2, 2, 2, cin, cout)[::-1, :, ::-1]  # (a', p, b', q, in, out)
   k = k.transpose(0, 2, 4, 1, 3, 5).reshape(2, 2, cin, 4 * cout)
-  y = conv_gemm_dw(x, k, 1, ((1, 1), (1, 1)))  # (n, h + 1, w + 1, 4 * out)
+  y = (conv or conv_gemm_dw)(x, k, 1, ((1, 1), (1, 1)))  # (n, h + 1, w + 1, 4 * out)
   y = y.reshape(n, h + 1, w + 1, 2, 2, cout).transpose(0, 1, 3, 2, 4, 5)
   return y.reshape(n, 2 * h + 2, 2 * w + 2, cout)[:, 1:1 + oh, 1:1 + ow]
 

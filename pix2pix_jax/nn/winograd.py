@@ -1,9 +1,13 @@
-"""Stride-1 4x4 convolutions by Winograd's minimal filtering, F(4x4, 4x4) (Lavin & Gray 2016).
+"""Stride-1 4x4 and 2x2 convolutions by Winograd's minimal filtering, F(4x4, 4x4) and
+F(4x4, 2x2) (Lavin & Gray 2016).
 
-Each 4x4 output tile is read from a 7x7 input tile: y = A^T [(G w G^T) * (B^T d B)] A. The
-products become 49 matrix products, one per transformed tap, over the tiles: 49
+Each 4x4 output tile is read from a 7x7 (5x5) input tile: y = A^T [(G w G^T) * (B^T d B)] A.
+The products become 49 (25) matrix products, one per transformed tap, over the tiles: 49
 multiplications per tile and channel pair where the direct convolution takes 256 (5.2x
-fewer); the transforms are additions and scalings over activations. The gradients are
+fewer), 25 where it takes 64 (2.6x fewer); the transforms are additions and scalings over
+activations. F(4x4, 4x4) is D's 4x4 stride-1 convolution with its gradients (`conv4x4`);
+F(4x4, 2x2) is the stride-1 2x2 convolution that the space-to-depth forms of the U-Net's
+strided and transposed convolutions reduce to, forward only (`conv2x2`: inference). The gradients are
 written out (a custom VJP) instead of differentiated through the transforms, which XLA:CPU
 runs slower than the direct convolution: the input gradient is the same Winograd correlation
 of g with the flipped kernel; the weight gradient transforms g's tiles by A, contracts them
@@ -17,6 +21,7 @@ PyTorch's default TF32 convolutions on recent GPUs are at ~1e-3).
 
 import fractions
 import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -54,7 +59,39 @@ BT = _matrix("""
     0  1/60  -1/24    0    1/24 -1/60   0
     0 128/45   0    -32/9    0   32/45  0
     0   -2     4     5/2    -5   -1/2   1""")
-_A = TILE + 3  # input tile side
+_A = TILE + 3  # input tile side of F(4x4, 4x4)
+
+# F(4x4, 2x2) from the points 0, 1, -1, 1/2 and infinity: y[i] = sum_k d[i + k] w[k], i < 4,
+# of 5 inputs d (tests/test_winograd.py).
+AT2 = _matrix("""
+    1 1  1  1   0
+    0 1 -1 1/2  0
+    0 1  1 1/4  0
+    0 1 -1 1/8  1""")
+G2 = _matrix("""
+    1  0
+    1  1
+    1 -1
+    1 1/2
+    0  1""")
+BT2 = _matrix("""
+    1  -2    -1    2    0
+    0 -1/2   1/2   1    0
+    0 -1/6   1/2 -1/3   0
+    0  8/3    0  -8/3   0
+    0  1/2   -1  -1/2   1""")
+
+
+class Transform(NamedTuple):
+  """The matrices of one F(4x4, r x r): A^T (4, a), G (a, r), B^T (a, a), a = 4 + r - 1."""
+
+  at: np.ndarray
+  g: np.ndarray
+  bt: np.ndarray
+
+
+F4X4_4X4 = Transform(AT, G, BT)
+F4X4_2X2 = Transform(AT2, G2, BT2)
 
 
 def _combine(terms: list[jax.Array], coefficients) -> jax.Array:
@@ -67,42 +104,48 @@ def _combine(terms: list[jax.Array], coefficients) -> jax.Array:
   return out
 
 
-def output_tiles(height: int, width: int, padding: Padding) -> tuple[int, int, int, int]:
-  """(output height, output width, tile rows, tile columns) of a 4x4 correlation."""
+def output_tiles(height: int, width: int, padding: Padding, kernel_size: int = 4
+                 ) -> tuple[int, int, int, int]:
+  """(output height, output width, tile rows, tile columns) of a k x k correlation."""
   (pt, pb), (pl, pr) = padding
-  oh, ow = height + pt + pb - 3, width + pl + pr - 3
+  oh, ow = height + pt + pb - kernel_size + 1, width + pl + pr - kernel_size + 1
   return oh, ow, -(-oh // TILE), -(-ow // TILE)
 
 
 def _input_transform(x: jax.Array, padding: Padding, th: int, tw: int,
-                     materialise_rows: bool = False) -> jax.Array:
-  """B^T d B for every 7x7 input tile (tiles 4 apart, overlapping by 3): (49, tiles, in).
+                     materialise_rows: bool = False, bt: np.ndarray = BT) -> jax.Array:
+  """B^T d B for every a x a input tile (tiles 4 apart, overlapping by a - 4): (a^2, tiles,
+  in); a = 7 for F(4x4, 4x4).
 
   `materialise_rows` computes the row sums once (behind a barrier) instead of inside each
   tile's fusion: faster for g's 512 channels in the input gradient, slower for the forward
   pass's input (benchmarks/RESULTS.md)."""
   n, h, w, c = x.shape
+  a = bt.shape[0]
   (pt, _), (pl, _) = padding
-  # Tile (t, s) reads padded rows 4t .. 4t + 6 and the same columns; the padding past the
-  # given one only feeds outputs that are cropped.
-  xp = jnp.pad(x, ((0, 0), (pt, TILE * th + 3 - h - pt), (pl, TILE * tw + 3 - w - pl), (0, 0)))
-  rows = [xp[:, l:l + TILE * (th - 1) + 1:TILE] for l in range(_A)]
-  by_rows = [_combine(rows, b) for b in BT]
+  # Tile (t, s) reads padded rows 4t .. 4t + a - 1 and the same columns; the padding past
+  # the given one only feeds outputs that are cropped.
+  xp = jnp.pad(x, ((0, 0), (pt, TILE * th + a - TILE - h - pt),
+                   (pl, TILE * tw + a - TILE - w - pl), (0, 0)))
+  rows = [xp[:, l:l + TILE * (th - 1) + 1:TILE] for l in range(a)]
+  by_rows = [_combine(rows, b) for b in bt]
   if materialise_rows:
     by_rows = jax.lax.optimization_barrier(by_rows)
-  tiles = [_combine([r[:, :, l:l + TILE * (tw - 1) + 1:TILE] for l in range(_A)], b)
-           for r in by_rows for b in BT]
-  return jnp.stack(tiles).reshape(_A * _A, n * th * tw, c)
+  tiles = [_combine([r[:, :, l:l + TILE * (tw - 1) + 1:TILE] for l in range(a)], b)
+           for r in by_rows for b in bt]
+  return jnp.stack(tiles).reshape(a * a, n * th * tw, c)
 
 
-def _output_transform(mm: jax.Array, n: int, th: int, tw: int, oh: int, ow: int) -> jax.Array:
+def _output_transform(mm: jax.Array, n: int, th: int, tw: int, oh: int, ow: int,
+                      at: np.ndarray = AT) -> jax.Array:
   """A^T M A for every tile, the 4x4 tiles put in place and cropped: (n, oh, ow, out)."""
   c = mm.shape[-1]
-  mm = mm.reshape(_A, _A, n, th, tw, c)
+  a = at.shape[1]
+  mm = mm.reshape(a, a, n, th, tw, c)
   # Materialised (the barrier) rather than recomputed inside each of the 16 outputs' sums.
   cols = jax.lax.optimization_barrier(
-      [[_combine([mm[i, j] for j in range(_A)], AT[q]) for q in range(TILE)] for i in range(_A)])
-  y = jnp.stack([jnp.stack([_combine([cols[i][q] for i in range(_A)], AT[p])
+      [[_combine([mm[i, j] for j in range(a)], at[q]) for q in range(TILE)] for i in range(a)])
+  y = jnp.stack([jnp.stack([_combine([cols[i][q] for i in range(a)], at[p])
                             for q in range(TILE)], axis=3)
                  for p in range(TILE)], axis=2)  # (n, th, p, tw, q, out)
   return y.reshape(n, TILE * th, TILE * tw, c)[:, :oh, :ow]
@@ -121,19 +164,28 @@ def _sandwich(w: jax.Array, left: np.ndarray, right: np.ndarray) -> jax.Array:
                     for r in rows])
 
 
-def _correlate(x: jax.Array, kernel: jax.Array, padding: Padding, flipped: bool = False
-               ) -> jax.Array:
+def _correlate(x: jax.Array, kernel: jax.Array, padding: Padding, flipped: bool = False,
+               transform: Transform = F4X4_4X4) -> jax.Array:
   """x correlated with the kernel or, `flipped`, with kernel[::-1, ::-1] with in and out
   swapped (an input gradient). The flip is G's columns reversed and the swap the product's
   contracted axis: a reversed and transposed copy of the kernel made the kernel transform
   an order of magnitude slower."""
   n, h, w, _ = x.shape
-  oh, ow, th, tw = output_tiles(h, w, padding)
-  g = G[:, ::-1] if flipped else G
-  u = _sandwich(kernel, g, g).reshape(_A * _A, *kernel.shape[2:])
-  mm = _batched(_input_transform(x, padding, th, tw, materialise_rows=flipped), u,
-                (2, 2) if flipped else (2, 1))
-  return _output_transform(mm, n, th, tw, oh, ow)
+  a = transform.bt.shape[0]
+  oh, ow, th, tw = output_tiles(h, w, padding, kernel.shape[0])
+  g = transform.g[:, ::-1] if flipped else transform.g
+  u = _sandwich(kernel, g, g).reshape(a * a, *kernel.shape[2:])
+  mm = _batched(_input_transform(x, padding, th, tw, materialise_rows=flipped,
+                                 bt=transform.bt), u, (2, 2) if flipped else (2, 1))
+  return _output_transform(mm, n, th, tw, oh, ow, transform.at)
+
+
+def conv2x2(x: jax.Array, kernel: jax.Array, padding: Padding) -> jax.Array:
+  """lax.conv_general_dilated(x, kernel, (1, 1), padding) for a (2, 2, in, out) kernel, NHWC,
+  by F(4x4, 2x2). Differentiable by JAX through the transforms, which is correct but slower
+  than the direct convolution's gradients: nn/cpu_lowering.py calls it where nothing
+  differentiates the convolution (inference)."""
+  return _correlate(x, kernel, padding, transform=F4X4_2X2)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
