@@ -146,7 +146,7 @@ def test_strided_conv_uses_winograd_at_inference_only(n, cin, side, winograd_exp
   kx, kk, kg = jax.random.split(jax.random.key(6), 3)
   x = jax.random.normal(kx, (n, side, side, cin), jnp.float32)
   k = 0.02 * jax.random.normal(kk, (4, 4, cin, 256), jnp.float32)
-  fn = lambda x, k: cpu_lowering.conv(x, k, (2, 2), ((1, 1), (1, 1)))
+  fn = lambda x, k: conv.cpu_conv(x, k, (2, 2), ((1, 1), (1, 1)))
   assert ("f32[25," in str(jax.make_jaxpr(fn)(x, k))) == winograd_expected
   want = _strided(x, k)
   got = np.asarray(jax.jit(fn)(x, k), np.float64)

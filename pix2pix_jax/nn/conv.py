@@ -5,12 +5,13 @@
 flax's own examples take `conv: ModuleDef = nn.Conv`. Each picks its computation for the
 platform the function is lowered for, with `jax.lax.platform_dependent` (never the default
 backend at trace time, which is wrong under `jax.export` or AOT lowering for another
-platform): on CPU the rewrites of nn/cpu_lowering.py, which XLA:CPU runs faster; on every
+platform): on CPU the rewrites of nn/cpu_lowering.py, which XLA:CPU runs faster (the form of
+each layer kind picked by `cpu_conv` and `cpu_up_conv`); on every
 other platform plain lax convolutions with XLA's own gradients, so that cuDNN and XLA:TPU
 choose their algorithms. Both branches compute the same function.
 
 `impl` overrides the choice: "plain" lowers lax's convolutions everywhere (export to other
-runtimes, reference checks); "kind=form,..." forces CPU forms (cpu_lowering.KINDS) for
+runtimes, reference checks); "kind=form,..." forces CPU forms (KINDS) for
 benchmarks. `Parts` bundles a network's parts: AUTO (the default), PLAIN, and FLAX (flax's
 own layers).
 """
@@ -52,6 +53,52 @@ def per_platform(impl: str, cpu: Callable[..., jax.Array], plain: Callable[..., 
   return jax.lax.platform_dependent(*args, cpu=cpu, default=plain)
 
 
+# A CPU layer's form: "auto" (cpu_lowering's choices) or one for every layer of a kind, e.g.
+# "down=gemm,up=s2d" (benchmarks compare forms this way).
+KINDS = {"down": cpu_lowering.STRIDED_CONV_IMPLS, "up": cpu_lowering.TRANSPOSED_CONV_IMPLS,
+         "stride1": cpu_lowering.STRIDE1_CONV_IMPLS}
+
+
+def parse_impl(impl: str) -> dict[str, str]:
+  """"auto" or "kind=form,..." -> {kind: form}; unnamed kinds stay "auto"."""
+  chosen = {kind: "auto" for kind in KINDS}
+  if impl == "auto":
+    return chosen
+  for item in impl.split(","):
+    kind, sep, form = item.partition("=")
+    if not sep or kind not in KINDS or form not in KINDS[kind]:
+      options = "; ".join(f"{k}: {', '.join(v)}" for k, v in KINDS.items())
+      raise ValueError(f"convolution impl {item!r} is not kind=form ({options})")
+    chosen[kind] = form
+  return chosen
+
+
+def cpu_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], padding: Padding,
+             impl: str = "auto") -> jax.Array:
+  """lax.conv_general_dilated(x, kernel, strides, padding) in the form chosen for its kind."""
+  forms = parse_impl(impl)
+  kh, kw = kernel.shape[:2]
+  if (kh, kw, strides, padding) == (4, 4, (2, 2), ((1, 1), (1, 1))):
+    return KINDS["down"][forms["down"]](x, kernel)
+  if (kh, kw, strides) == (4, 4, (1, 1)) and max(max(p) for p in padding) < 4:
+    return KINDS["stride1"][forms["stride1"]](x, kernel, padding)
+  if strides[0] == strides[1]:
+    return cpu_lowering.conv_gemm_dw(x, kernel, strides[0], padding)
+  return jax.lax.conv_general_dilated(x, kernel, strides, padding, dimension_numbers=_NHWC)
+
+
+def is_up_conv(kernel_shape: tuple[int, ...], strides: tuple[int, int], padding: Padding
+               ) -> bool:
+  """Whether a transposed convolution is the U-Net's ConvTranspose2d(4, 2, 1), the one with
+  CPU forms (in lax's padding of the dilated input: 4 - 1 - 1 = 2 on each side)."""
+  return (tuple(kernel_shape[:2]), strides, padding) == ((4, 4), (2, 2), ((2, 2), (2, 2)))
+
+
+def cpu_up_conv(x: jax.Array, kernel: jax.Array, impl: str = "auto") -> jax.Array:
+  """PyTorch's ConvTranspose2d(k=4, s=2, p=1) in the form chosen for kind "up"."""
+  return KINDS["up"][parse_impl(impl)["up"]](x, kernel)
+
+
 def _pairs(value: int | Sequence[int]) -> tuple[int, int]:
   return (value, value) if isinstance(value, int) else tuple(value)  # type: ignore[return-value]
 
@@ -91,7 +138,7 @@ class Conv(_Convolution):
   """nn.Conv with explicit padding: float32 parameters, computed in `dtype`."""
 
   def forms(self, kernel_shape, strides, padding):
-    return (functools.partial(cpu_lowering.conv, strides=strides, padding=padding,
+    return (functools.partial(cpu_conv, strides=strides, padding=padding,
                               impl=self.impl),
             functools.partial(plain_conv, strides=strides, padding=padding))
 
@@ -104,8 +151,8 @@ class ConvTranspose(_Convolution):
 
   def forms(self, kernel_shape, strides, padding):
     plain = functools.partial(plain_conv_transpose, strides=strides, padding=padding)
-    if cpu_lowering.is_up_conv(kernel_shape, strides, padding):
-      return functools.partial(cpu_lowering.up_conv, impl=self.impl), plain
+    if is_up_conv(kernel_shape, strides, padding):
+      return functools.partial(cpu_up_conv, impl=self.impl), plain
     return plain, plain
 
 
@@ -119,7 +166,7 @@ class Parts(NamedTuple):
   @classmethod
   def with_impl(cls, impl: str) -> "Parts":
     """Parts whose computation is forced: "plain", or CPU forms "kind=form,..."."""
-    cpu_lowering.parse_impl("auto" if impl == "plain" else impl)  # Refuse a bad name now.
+    parse_impl("auto" if impl == "plain" else impl)  # Refuse a bad name now.
     return cls(functools.partial(Conv, impl=impl), functools.partial(ConvTranspose, impl=impl))
 
 
