@@ -24,8 +24,8 @@ def assert_close(actual, expected, tol=TOL):
                              atol=tol * np.abs(expected).max())
 
 
-def lax_conv(x, k, padding):
-  return jax.lax.conv_general_dilated(x, k, (1, 1), padding,
+def lax_conv(x, k, padding, stride=1):
+  return jax.lax.conv_general_dilated(x, k, (stride, stride), padding,
                                       dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
@@ -130,11 +130,6 @@ def test_conv2x2_matches_lax(padding):
   assert_close(y, lax_conv(x, k, padding))
 
 
-def _strided(x, k):
-  return jax.lax.conv_general_dilated(x, k, (2, 2), ((1, 1), (1, 1)),
-                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
-
-
 @pytest.mark.parametrize("n,cin,side,winograd_expected", [
     (4, 64, 64, True),    # 4 * 64 = 256 channels into the 2x2 convolution, 4 * 64 tiles
     (4, 32, 64, False),   # 4 * 32 = 128 channels (enc_1-like), too narrow
@@ -148,12 +143,13 @@ def test_strided_conv_uses_winograd_at_inference_only(n, cin, side, winograd_exp
   k = 0.02 * jax.random.normal(kk, (4, 4, cin, 256), jnp.float32)
   fn = lambda x, k: conv.cpu_conv(x, k, (2, 2), ((1, 1), (1, 1)))
   assert ("f32[25," in str(jax.make_jaxpr(fn)(x, k))) == winograd_expected
-  want = _strided(x, k)
+  strided = lambda x, k: lax_conv(x, k, ((1, 1), (1, 1)), stride=2)
+  want = strided(x, k)
   got = np.asarray(jax.jit(fn)(x, k), np.float64)
   assert np.abs(got - np.asarray(want, np.float64)).max() <= 3e-5 * np.abs(want).max()
   y, vjp = jax.vjp(fn, x, k)
   assert "f32[25," not in str(jax.make_jaxpr(lambda x, k: jax.vjp(fn, x, k)[0])(x, k))
-  y_ref, vjp_ref = jax.vjp(_strided, x, k)
+  y_ref, vjp_ref = jax.vjp(strided, x, k)
   assert_close(y, y_ref)
   g = jax.random.normal(kg, y.shape, jnp.float32)
   for got, want in zip(jax.jit(vjp)(g), jax.jit(vjp_ref)(g)):

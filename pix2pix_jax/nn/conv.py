@@ -5,10 +5,9 @@
 flax's own examples take `conv: ModuleDef = nn.Conv`. Each picks its computation for the
 platform the function is lowered for, with `jax.lax.platform_dependent` (never the default
 backend at trace time, which is wrong under `jax.export` or AOT lowering for another
-platform): on CPU the rewrites of nn/cpu_lowering.py, which XLA:CPU runs faster (the form of
-each layer kind picked by `cpu_conv` and `cpu_up_conv`); on every
-other platform plain lax convolutions with XLA's own gradients, so that cuDNN and XLA:TPU
-choose their algorithms. Both branches compute the same function.
+platform): on CPU the rewrites of nn/cpu_lowering.py, which XLA:CPU runs faster (`cpu_conv`
+and `cpu_up_conv` pick each layer kind's form); on every other platform plain lax
+convolutions with XLA's own gradients, so that cuDNN and XLA:TPU choose their algorithms. Both branches compute the same function.
 
 `impl` overrides the choice: "plain" lowers lax's convolutions everywhere (export to other
 runtimes, reference checks); "kind=form,..." forces CPU forms (KINDS) for

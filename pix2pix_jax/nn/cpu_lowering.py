@@ -108,8 +108,10 @@ def _forward_conv(x: jax.Array, kernel: jax.Array, stride: int, padding: Padding
 
   Wide Conv2d(4, 2, 1) layers with enough tiles run as their space-to-depth 2x2 convolution
   by Winograd F(4x4, 2x2), 2.6x fewer multiplications than lax's stride-2 convolution.
-  Training keeps the direct forms, whose gradients are fast. The same function; float32
-  rounding within ~2e-5 of the largest value (tests/test_winograd.py).
+  Training keeps the direct forms, whose gradients are fast: conv_gemm_dw's backward pass
+  calls this too (the stride-1 convolution of Conv2d(4, 2, 1)'s input gradient), so a rule
+  here for stride-1 2x2 convolutions would change training. The same function; float32
+  rounding within 3e-5 of the largest value (tests/test_winograd.py).
   """
   n, h, w, cin = x.shape
   kh, kw, _, cout = kernel.shape
@@ -146,8 +148,7 @@ def _conv_gemm_dw_bwd(stride, padding, residuals, g):
     # Conv2d(4, 2, 1)'s input gradient is ConvTranspose2d(4, 2, 1) of g with in and out
     # swapped, here as one stride-1 convolution; lax's is an input-dilated convolution
     # (three quarters of its products with inserted zeros), slower on XLA:CPU.
-    dx = _transposed_conv_s2d(g, kernel.transpose(0, 1, 3, 2), x.shape[1:3],
-                              conv=_conv_gemm_dw_direct)
+    dx = _transposed_conv_s2d(g, kernel.transpose(0, 1, 3, 2), x.shape[1:3])
   elif stride == 1 and max(max(p) for p in padding) < min(kh, kw):
     dx = _stride1_conv_dx(g, kernel, padding)
   else:
@@ -191,10 +192,6 @@ def _conv_gemm_dw_bwd(stride, padding, residuals, g):
 
 
 conv_gemm_dw.defvjp(_conv_gemm_dw_fwd, _conv_gemm_dw_bwd)
-# conv_gemm_dw with lax's convolution undifferentiated too: the backward pass above runs it,
-# and training keeps the direct forms there.
-_conv_gemm_dw_direct = jax.custom_vjp(_lax_conv, nondiff_argnums=(2, 3))
-_conv_gemm_dw_direct.defvjp(_conv_gemm_dw_fwd, _conv_gemm_dw_bwd)
 
 
 def _conv_direct(x: jax.Array, kernel: jax.Array, padding: Padding) -> jax.Array:
@@ -305,8 +302,7 @@ def _transposed_conv_reference(x: jax.Array, kernel: jax.Array) -> jax.Array:
 
 
 def _transposed_conv_s2d(x: jax.Array, kernel: jax.Array,
-                         out_hw: tuple[int, int] | None = None,
-                         conv: Callable[..., jax.Array] | None = None) -> jax.Array:
+                         out_hw: tuple[int, int] | None = None) -> jax.Array:
   """The same function as one stride-1 2x2 convolution to 4 * out channels, depth-to-space.
 
   Writing the output (padded by one pixel) as 2x2 blocks, block m, phase p receives
@@ -315,15 +311,14 @@ def _transposed_conv_s2d(x: jax.Array, kernel: jax.Array,
   of four small ones and no interleave of four outputs; it computes (h + 1)(w + 1) blocks for
   h * w outputs' worth, which is little waste except at the innermost levels. `out_hw`
   (at most (2h + 1, 2w + 1)) keeps one more output row/column: a stride-2 convolution's input
-  gradient for odd input sizes. The convolution is `conv` (default conv_gemm_dw: its
-  weight gradient, and Winograd at inference).
+  gradient for odd input sizes. The convolution's weight gradient is conv_gemm_dw's.
   """
   n, h, w, cin = x.shape
   cout = kernel.shape[-1]
   oh, ow = out_hw or (2 * h, 2 * w)
   k = kernel.reshape(2, 2, 2, 2, cin, cout)[::-1, :, ::-1]  # (a', p, b', q, in, out)
   k = k.transpose(0, 2, 4, 1, 3, 5).reshape(2, 2, cin, 4 * cout)
-  y = (conv or conv_gemm_dw)(x, k, 1, ((1, 1), (1, 1)))  # (n, h + 1, w + 1, 4 * out)
+  y = conv_gemm_dw(x, k, 1, ((1, 1), (1, 1)))  # (n, h + 1, w + 1, 4 * out)
   y = y.reshape(n, h + 1, w + 1, 2, 2, cout).transpose(0, 1, 3, 2, 4, 5)
   return y.reshape(n, 2 * h + 2, 2 * w + 2, cout)[:, 1:1 + oh, 1:1 + ow]
 
