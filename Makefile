@@ -40,11 +40,16 @@ train: venv
 bench: venv
 	$(FAST_CPU) $(PY) benchmarks/train_step.py --batch_size 1,16 --steps 10
 
+# Two pytest-xdist workers, a test file each at a time (its module fixtures built once): most
+# of a test's time is single-threaded compilation and subprocess start-up, so two overlap.
+TEST_WORKERS ?= 2
+PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+
 test: venv
-	$(PY) -m pytest -q tests -m "not slow"
+	$(PYTEST) tests -m "not slow"
 
 test-slow: venv
-	$(PY) -m pytest -q tests -m slow
+	$(PYTEST) tests -m slow
 
 clean:
 	rm -rf workdirs

@@ -43,12 +43,13 @@ def _build(tmp_path, path, **overrides):
 
 
 @pytest.mark.parametrize("name,content,reason", [
-    ("corrupt.png", b"\x89PNG\r\n\x1a\n" + b"\x00garbage" * 20, "corrupt or truncated"),
-    ("truncated.jpg", _jpeg()[:700], "corrupt or truncated"),
-    ("empty.png", b"", "empty"),
-    ("notes.txt", b"these are not pixels", "not an image"),
-    ("fake.jpg", os.urandom(64), "not an image"),
-])
+    pytest.param(name, content, reason, id=name) for name, content, reason in (
+        ("corrupt.png", b"\x89PNG\r\n\x1a\n" + b"\x00garbage" * 20, "corrupt or truncated"),
+        ("truncated.jpg", _jpeg()[:700], "corrupt or truncated"),
+        ("empty.png", b"", "empty"),
+        ("notes.txt", b"these are not pixels", "not an image"),
+        # Seeded: pytest-xdist workers must collect the same parameters.
+        ("fake.jpg", np.random.default_rng(0).bytes(64), "not an image"))])
 def test_bad_file_stops_the_build_naming_it(tmp_path, name, content, reason):
   data = _folder(tmp_path / "data", name, content)
   with pytest.raises(image_io.BadImageError, match=reason) as error:
