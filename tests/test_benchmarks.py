@@ -77,6 +77,7 @@ def test_ab_step_smoke():
   assert all(len(r["samples_s"]) == 2 and r["images_per_s"] > 0 for r in records)
 
 
+@pytest.mark.slow  # A second copy of the package to compile; test_ab_step_smoke runs the script.
 def test_ab_step_imports_a_variant_from_another_tree(tmp_path):
   """name@TREE: the package is imported from TREE for that variant (a copy here)."""
   import shutil  # pylint: disable=import-outside-toplevel

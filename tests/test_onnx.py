@@ -106,7 +106,7 @@ def test_test_mode_needs_onnx(trained_workdir, tmp_path):
                       test_mode=True)
 
 
-
+@pytest.mark.slow  # The export and ONNX Runtime runs are tested above; this times them.
 def test_inference_benchmark_onnx_side_smoke(tmp_path):
   """benchmarks/inference.py's ONNX Runtime side exports and times both graphs."""
   result = subprocess.run(

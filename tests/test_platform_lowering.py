@@ -74,9 +74,12 @@ def lowered(fn_and_args, platform: str) -> str:
   return jax.export.export(fn, platforms=(platform,))(*args).mlir_module()
 
 
-@pytest.mark.parametrize("batch_size", [1, 16])
-@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_train_step_lowers_to_plain_convolutions_off_cpu(batch_size, dtype):
+@pytest.mark.parametrize("dtype,batch_size", [
+    ("float32", 1),  # The other three compile the same networks again: `make test-slow`.
+    pytest.param("float32", 16, marks=pytest.mark.slow),
+    pytest.param("bfloat16", 1, marks=pytest.mark.slow),
+    pytest.param("bfloat16", 16, marks=pytest.mark.slow)])
+def test_train_step_lowers_to_plain_convolutions_off_cpu(dtype, batch_size):
   c = paper_config(batch_size, dtype)
   flax_counts = ops(lowered(train_step_fn(c, conv.FLAX), "cuda"))
   assert flax_counts["custom_call"] == 0 and flax_counts["matrix_dot"] == 0

@@ -56,6 +56,7 @@ def test_conv4x4_matches_lax_with_gradients(padding, height, width):
     assert_close(got, want)
 
 
+@pytest.mark.slow  # The paper's widest layer; the smaller cases above run in `make test`.
 def test_conv4x4_rounding_at_the_paper_layer_size():
   """D's conv_3 (256 -> 512 channels, 32 -> 31 pixels, N(0, 0.02) weights): values and
   gradients within 3e-5 of the largest, where the float32 rounding of 4096-term sums shows."""
