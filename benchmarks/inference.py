@@ -61,8 +61,9 @@ def _steps(args: argparse.Namespace, batch_size: int) -> tuple[int, int]:
   return args.steps or steps, args.warmup if args.warmup is not None else warmup
 
 
-def run_jax(args: argparse.Namespace, mode: str, batch_size: int) -> dict:
-  import common  # pylint: disable=import-outside-toplevel
+def jax_call(args: argparse.Namespace, mode: str, batch_size: int):
+  """The compiled generator on its random batch, as a no-argument call, and its compile time
+  (in seconds). Used here and by paired.py."""
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   from pix2pix_jax.nn import conv  # pylint: disable=import-outside-toplevel
@@ -85,10 +86,15 @@ def run_jax(args: argparse.Namespace, mode: str, batch_size: int) -> dict:
   key = jax.random.key(2)
   t0 = time.perf_counter()
   compiled = jax.jit(translate).lower(variables, x, key).compile()
-  compile_s = time.perf_counter() - t0
+  return (lambda: compiled(variables, x, key)), time.perf_counter() - t0
+
+
+def run_jax(args: argparse.Namespace, mode: str, batch_size: int) -> dict:
+  import common  # pylint: disable=import-outside-toplevel
+  call, compile_s = jax_call(args, mode, batch_size)
   steps, warmup = _steps(args, batch_size)
   load_before = common.loadavg()
-  times, others, cpus = common.time_calls(lambda: compiled(variables, x, key), steps, warmup)
+  times, others, cpus = common.time_calls(call, steps, warmup)
   record = {"benchmark": "inference", "side": "jax", "mode": mode, "batch_size": batch_size,
             "image_size": args.size, "impl": args.impl, "steps": steps, "warmup": warmup,
             "compile_s": compile_s, "loadavg_before": load_before,

@@ -38,6 +38,24 @@ def test_inference_benchmark_smoke(mode):
   assert len(records) == 1 and records[0]["images_per_s"] > 0 and "error" not in records[0]
 
 
+def test_paired_inference_interleaves_two_warm_sides(tmp_path):
+  """paired.py: one call of each side per pair, order swapped each pair, ratio B/A per pair."""
+  out = tmp_path / "paired.jsonl"
+  proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "paired.py"),
+                         "--a", "jax", "--b", "jax:plain", "--smoke", "--mode", "train,eval",
+                         "--batch_size", "2", "--pairs", "3", "--out", str(out)],
+                        capture_output=True, text=True, timeout=600, cwd=ROOT, check=False)
+  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+  records = [json.loads(line) for line in out.read_text().splitlines()]
+  assert [(r["mode"], r["a"], r["b"]) for r in records] == [("train", "jax", "jax:plain"),
+                                                            ("eval", "jax", "jax:plain")]
+  for r in records:
+    assert len(r["a_seconds"]) == len(r["b_seconds"]) == 3 and r["batch_size"] == 2
+    ratios = sorted(b / a for a, b in zip(r["a_seconds"], r["b_seconds"]))
+    assert r["ratio_median"] == pytest.approx(ratios[1], rel=1e-3)
+  assert re.search(r"^eval\s+2\s+[\d.]+\s+[\d.]+\s+[\d.]+", proc.stdout, re.M), proc.stdout
+
+
 def test_profile_step_smoke():
   proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "profile_step.py"),
                          "--smoke", "--steps", "1", "--top", "5"],
