@@ -7,8 +7,9 @@ driver asks them in turn for one timed call (A B, then B A, ...), so each pair o
 second or two apart and sees the same host. The figure is the median over pairs of the ratio
 of seconds per call (B / A: how many times faster A is), with its quartiles.
 
-  python benchmarks/paired.py --a jax --b torch --mode train,eval --batch_size 1,16 --pairs 20 \\
-      --torch_python /work/torchvenv/bin/python --reference ../shared/bench/torch_pix2pix_reference.py
+  python benchmarks/paired.py --a jax --b torch --mode train,eval --batch_size 1,16 \\
+      --pairs 20 --torch_python /work/torchvenv/bin/python \\
+      --reference ../shared/bench/torch_pix2pix_reference.py
   python benchmarks/paired.py --a jax --b jax:plain --smoke --pairs 4   # two JAX forms
   python benchmarks/paired.py --a jax --b jax --b_xla_flags=--xla_cpu_prefer_vector_width=512
 
@@ -48,11 +49,13 @@ def _torch_call(args: argparse.Namespace):
       seed=0, num_downs=8 if not args.smoke else 5, ngf=64 if not args.smoke else 8, ndf=64,
       n_layers=3, norm="batch", no_dropout=False, channels_last=False, threads=2,
       device="cpu", size=args.size, no_cudnn_benchmark=False, tf32="default")
-  device = ref._setup(opts)  # pylint: disable=protected-access
+  # pylint: disable=protected-access
+  device = ref._setup(opts)
   generator, _ = ref.build_models(opts, device)
   generator.train(args.mode == "train")
   gen = torch.Generator(device=device).manual_seed(1)
-  x = ref._random_images(args.batch_size, args.size, device, gen, False)  # pylint: disable=protected-access
+  x = ref._random_images(args.batch_size, args.size, device, gen, False)
+  # pylint: enable=protected-access
 
   def call():
     with torch.no_grad():

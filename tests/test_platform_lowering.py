@@ -75,7 +75,7 @@ def lowered(fn_and_args, platform: str) -> str:
 
 
 @pytest.mark.parametrize("dtype,batch_size", [
-    ("float32", 1),  # The other three compile the same networks again: `make test-slow`.
+    ("float32", 1),  # The others lower the same networks at another batch or dtype: test-slow.
     pytest.param("float32", 16, marks=pytest.mark.slow),
     pytest.param("bfloat16", 1, marks=pytest.mark.slow),
     pytest.param("bfloat16", 16, marks=pytest.mark.slow)])
