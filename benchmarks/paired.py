@@ -150,7 +150,7 @@ def paired(args: argparse.Namespace, mode: str, batch_size: int) -> dict:
   finally:
     a.close()
   ratios = sorted(y / x for x, y in zip(ta, tb))
-  q = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
+  q = statistics.quantiles(ratios, n=4, method="inclusive") if len(ratios) > 1 else ratios * 3
   return {"benchmark": "paired_inference", "a": args.a, "b": args.b, "mode": mode,
           "a_xla_flags": args.a_xla_flags, "b_xla_flags": args.b_xla_flags,
           "batch_size": batch_size, "image_size": args.size, "pairs": args.pairs,
