@@ -133,8 +133,9 @@ def test_conv2x2_matches_lax(padding):
 
 @pytest.mark.parametrize("n,cin,side,winograd_expected", [
     (4, 64, 64, True),    # 4 * 64 = 256 channels into the 2x2 convolution, 4 * 64 tiles
-    (4, 32, 64, False),   # 4 * 32 = 128 channels (enc_1-like), too narrow
-    (1, 64, 64, False)])  # 64 tiles, too few
+    (1, 32, 64, True),    # 4 * 32 = 128 channels, 64 tiles: the least that pays
+    (4, 16, 64, False),   # 4 * 16 = 64 channels, too narrow
+    (1, 64, 32, False)])  # 16 tiles, too few
 def test_strided_conv_uses_winograd_at_inference_only(n, cin, side, winograd_expected):
   """Conv2d(4, 2, 1) undifferentiated (inference) runs as F(4x4, 2x2) where it is wide and
   has enough tiles, with lax's values; differentiated (training) it keeps lax's convolution
@@ -151,6 +152,32 @@ def test_strided_conv_uses_winograd_at_inference_only(n, cin, side, winograd_exp
   y, vjp = jax.vjp(fn, x, k)
   assert "f32[25," not in str(jax.make_jaxpr(lambda x, k: jax.vjp(fn, x, k)[0])(x, k))
   y_ref, vjp_ref = jax.vjp(strided, x, k)
+  assert_close(y, y_ref)
+  g = jax.random.normal(kg, y.shape, jnp.float32)
+  for got, want in zip(jax.jit(vjp)(g), jax.jit(vjp_ref)(g)):
+    assert_close(got, want)
+
+
+@pytest.mark.parametrize("n,side,cout,winograd_expected", [
+    (3, 16, 64, True),    # 2x2 convolution 128 -> 256 channels, 17x17 outputs: 75 tiles
+    (1, 16, 16, False),   # 4 * 16 = 64 output channels, too narrow
+    (8, 8, 64, False)])   # 72 tiles, but 9x9 outputs in 3x3 tiles: edge tiles mostly waste
+def test_transposed_conv_uses_winograd_at_inference_only(n, side, cout, winograd_expected):
+  """ConvTranspose2d(4, 2, 1) in `auto` form runs its 2x2 convolution as F(4x4, 2x2) where
+  that pays and nothing differentiates it, with lax's values; differentiated it keeps the
+  direct form, whose gradients match lax's."""
+  kx, kk, kg = jax.random.split(jax.random.key(7), 3)
+  x = jax.random.normal(kx, (n, side, side, 128), jnp.float32)
+  k = 0.02 * jax.random.normal(kk, (4, 4, 128, cout), jnp.float32)
+  fn = lambda x, k: conv.cpu_up_conv(x, k)
+  assert ("f32[25," in str(jax.make_jaxpr(fn)(x, k))) == winograd_expected
+  want = conv.plain_conv_transpose(x, k, (2, 2), ((2, 2), (2, 2)))
+  got = np.asarray(jax.jit(fn)(x, k), np.float64)
+  assert np.abs(got - np.asarray(want, np.float64)).max() <= 3e-5 * np.abs(want).max()
+  assert "f32[25," not in str(jax.make_jaxpr(lambda x, k: jax.vjp(fn, x, k)[0])(x, k))
+  y, vjp = jax.vjp(fn, x, k)
+  y_ref, vjp_ref = jax.vjp(
+      lambda x, k: conv.plain_conv_transpose(x, k, (2, 2), ((2, 2), (2, 2))), x, k)
   assert_close(y, y_ref)
   g = jax.random.normal(kg, y.shape, jnp.float32)
   for got, want in zip(jax.jit(vjp)(g), jax.jit(vjp_ref)(g)):

@@ -93,37 +93,53 @@ def _space_to_depth(x: jax.Array) -> jax.Array:
   return x.reshape(n, hb, 2, wb, 2, c).transpose(0, 1, 3, 2, 4, 5).reshape(n, hb, wb, 4 * c)
 
 
-# F(4x4, 2x2) pays for Conv2d(4, 2, 1) from about this many 4x4 output tiles and this many
-# channels each side of its space-to-depth 2x2 convolution: the U-Net's enc_2 and enc_3 at
-# 256x256 in batches, not enc_1, and no layer at batch 1. The transposed convolutions' 2x2
-# convolutions, which oneDNN runs (_stride1_conv), gain nothing from it
-# (benchmarks/RESULTS.md, "Winograd at inference").
-_WINOGRAD2_MIN_TILES = 256
-_WINOGRAD2_MIN_CHANNELS = 256
+# F(4x4, 2x2) pays for a stride-1 2x2 convolution (Conv2d(4, 2, 1) and ConvTranspose2d(4, 2,
+# 1) in space-to-depth form) from about this many 4x4 output tiles and channels each side,
+# where its multiplications are at most this fraction of the direct convolution's (partial
+# tiles at the edges cost whole ones): the U-Net's outer levels, not its innermost ones or
+# the 3-channel output layer; at batch 1, no level below 32x32 (benchmarks/RESULTS.md,
+# "Winograd at inference").
+_WINOGRAD2_MIN_TILES = 64
+_WINOGRAD2_MIN_CHANNELS = 128
+_WINOGRAD2_MAX_PRODUCTS = 0.6
 
 
-def _forward_conv(x: jax.Array, kernel: jax.Array, stride: int, padding: Padding
-                  ) -> jax.Array:
+def _winograd2x2_pays(x: jax.Array | jax.ShapeDtypeStruct, kernel: jax.Array,
+                      padding: Padding) -> bool:
+  """Whether F(4x4, 2x2) pays for this stride-1 2x2 convolution at inference."""
+  n, h, w, cin = x.shape
+  oh, ow, th, tw = winograd.output_tiles(h, w, padding, kernel_size=2)
+  tiles = n * th * tw
+  return (x.dtype == jnp.float32 and min(cin, kernel.shape[-1]) >= _WINOGRAD2_MIN_CHANNELS
+          and tiles >= _WINOGRAD2_MIN_TILES
+          and 25 * tiles <= _WINOGRAD2_MAX_PRODUCTS * 4 * n * oh * ow)
+
+
+def _forward_conv(x: jax.Array, kernel: jax.Array, stride: int, padding: Padding,
+                  winograd2x2: bool) -> jax.Array:
   """conv_gemm_dw's function where nothing differentiates it: inference.
 
-  Wide Conv2d(4, 2, 1) layers with enough tiles run as their space-to-depth 2x2 convolution
-  by Winograd F(4x4, 2x2), 2.6x fewer multiplications than lax's stride-2 convolution.
-  Training keeps the direct forms, whose gradients are fast: conv_gemm_dw's backward pass
-  calls this too (the stride-1 convolution of Conv2d(4, 2, 1)'s input gradient), so a rule
-  here for stride-1 2x2 convolutions would change training. The same function; float32
-  rounding within 3e-5 of the largest value (tests/test_winograd.py).
+  Stride-1 2x2 convolutions where `winograd2x2` (the transposed convolutions' own) and
+  Conv2d(4, 2, 1) as its space-to-depth 2x2 convolution run by Winograd F(4x4, 2x2) where
+  that pays: 2.6x fewer multiplications. Training keeps the direct forms, whose gradients
+  are fast: conv_gemm_dw's backward pass calls the transposed form for Conv2d(4, 2, 1)'s
+  input gradient with `winograd2x2` off, so the train step is unchanged. The same function;
+  float32 rounding within 3e-5 of the largest value (tests/test_winograd.py).
   """
-  n, h, w, cin = x.shape
-  kh, kw, _, cout = kernel.shape
-  tiles = n * -(-(h // 2) // winograd.TILE) * -(-(w // 2) // winograd.TILE)
-  if ((stride, kh, kw, padding) == (2, 4, 4, ((1, 1), (1, 1))) and x.dtype == jnp.float32
-      and min(4 * cin, cout) >= _WINOGRAD2_MIN_CHANNELS and tiles >= _WINOGRAD2_MIN_TILES):
-    return _strided_conv_s2d(x, kernel, winograd.conv2x2)
+  kh, kw = kernel.shape[:2]
+  if winograd2x2 and (stride, kh, kw) == (1, 2, 2) and _winograd2x2_pays(x, kernel, padding):
+    return winograd.conv2x2(x, kernel, padding)
+  if (stride, kh, kw, padding) == (2, 4, 4, ((1, 1), (1, 1))):
+    n, h, w, cin = x.shape
+    blocks = jax.ShapeDtypeStruct((n, -(-(h + 2) // 2), -(-(w + 2) // 2), 4 * cin), x.dtype)
+    if _winograd2x2_pays(blocks, kernel, ((0, 0), (0, 0))):
+      return _strided_conv_s2d(x, kernel, winograd.conv2x2)
   return _lax_conv(x, kernel, stride, padding)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def conv_gemm_dw(x: jax.Array, kernel: jax.Array, stride: int, padding: Padding) -> jax.Array:
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def conv_gemm_dw(x: jax.Array, kernel: jax.Array, stride: int, padding: Padding,
+                 winograd2x2: bool = False) -> jax.Array:
   """lax's convolution, with the weight gradient as matrix products.
 
   XLA:CPU computes a convolution's weight gradient as another convolution, several times
@@ -134,14 +150,16 @@ def conv_gemm_dw(x: jax.Array, kernel: jax.Array, stride: int, padding: Padding)
   space-to-depth input. The input gradient is lax's, except for Conv2d(4, 2, 1) (below).
   Undifferentiated (inference), the convolution is `_forward_conv`'s.
   """
-  return _forward_conv(x, kernel, stride, padding)
+  return _forward_conv(x, kernel, stride, padding, winograd2x2)
 
 
-def _conv_gemm_dw_fwd(x, kernel, stride, padding):
+def _conv_gemm_dw_fwd(x, kernel, stride, padding, winograd2x2):
+  del winograd2x2  # Differentiated: the direct form.
   return _lax_conv(x, kernel, stride, padding), (x, kernel)
 
 
-def _conv_gemm_dw_bwd(stride, padding, residuals, g):
+def _conv_gemm_dw_bwd(stride, padding, winograd2x2, residuals, g):
+  del winograd2x2
   x, kernel = residuals
   kh, kw, cin, cout = kernel.shape
   if (stride, kh, kw, padding) == (2, 4, 4, ((1, 1), (1, 1))):
@@ -302,7 +320,8 @@ def _transposed_conv_reference(x: jax.Array, kernel: jax.Array) -> jax.Array:
 
 
 def _transposed_conv_s2d(x: jax.Array, kernel: jax.Array,
-                         out_hw: tuple[int, int] | None = None) -> jax.Array:
+                         out_hw: tuple[int, int] | None = None, winograd2x2: bool = False
+                         ) -> jax.Array:
   """The same function as one stride-1 2x2 convolution to 4 * out channels, depth-to-space.
 
   Writing the output (padded by one pixel) as 2x2 blocks, block m, phase p receives
@@ -311,14 +330,15 @@ def _transposed_conv_s2d(x: jax.Array, kernel: jax.Array,
   of four small ones and no interleave of four outputs; it computes (h + 1)(w + 1) blocks for
   h * w outputs' worth, which is little waste except at the innermost levels. `out_hw`
   (at most (2h + 1, 2w + 1)) keeps one more output row/column: a stride-2 convolution's input
-  gradient for odd input sizes. The convolution's weight gradient is conv_gemm_dw's.
+  gradient for odd input sizes. The convolution's weight gradient is conv_gemm_dw's;
+  `winograd2x2` lets it run by Winograd where nothing differentiates it.
   """
   n, h, w, cin = x.shape
   cout = kernel.shape[-1]
   oh, ow = out_hw or (2 * h, 2 * w)
   k = kernel.reshape(2, 2, 2, 2, cin, cout)[::-1, :, ::-1]  # (a', p, b', q, in, out)
   k = k.transpose(0, 2, 4, 1, 3, 5).reshape(2, 2, cin, 4 * cout)
-  y = conv_gemm_dw(x, k, 1, ((1, 1), (1, 1)))  # (n, h + 1, w + 1, 4 * out)
+  y = conv_gemm_dw(x, k, 1, ((1, 1), (1, 1)), winograd2x2)  # (n, h + 1, w + 1, 4 * out)
   y = y.reshape(n, h + 1, w + 1, 2, 2, cout).transpose(0, 1, 3, 2, 4, 5)
   return y.reshape(n, 2 * h + 2, 2 * w + 2, cout)[:, 1:1 + oh, 1:1 + ow]
 
@@ -350,12 +370,13 @@ def _transposed_conv_gemm(x: jax.Array, kernel: jax.Array) -> jax.Array:
 def _transposed_conv_auto(x: jax.Array, kernel: jax.Array) -> jax.Array:
   """gemm where the kernel dominates (fewer than 4 * out input pixels: the inner levels), s2d
   elsewhere (the outer levels, where convolutions are large): its one convolution is wider
-  than its input, so oneDNN runs it. The per-layer optimum of the paper's U-Net at batch 1
-  and 16 (benchmarks/layers_bench.py --kind up, benchmarks/ab_step.py)."""
+  than its input, so oneDNN runs it, or Winograd at inference where that pays. The per-layer
+  optimum of the paper's U-Net at batch 1 and 16 (benchmarks/layers_bench.py --kind up,
+  benchmarks/ab_step.py)."""
   n, h, w, _ = x.shape
   if n * h * w < 4 * kernel.shape[-1]:
     return _transposed_conv_gemm(x, kernel)
-  return _transposed_conv_s2d(x, kernel)
+  return _transposed_conv_s2d(x, kernel, winograd2x2=True)
 
 
 TRANSPOSED_CONV_IMPLS: dict[str, Callable[[jax.Array, jax.Array], jax.Array]] = {

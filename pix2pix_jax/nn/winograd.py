@@ -112,28 +112,41 @@ def output_tiles(height: int, width: int, padding: Padding, kernel_size: int = 4
   return oh, ow, -(-oh // TILE), -(-ow // TILE)
 
 
+def _overlapping_windows(x: jax.Array, axis: int, count: int, a: int) -> jax.Array:
+  """x's `axis` as `count` windows of a entries, TILE apart (overlapping by a - TILE): a new
+  window axis of length a after it. The first TILE entries of each window are a reshape; the
+  a - TILE overlapping ones are strided slices."""
+  head = jax.lax.slice_in_dim(x, 0, TILE * count, axis=axis)
+  shape = head.shape[:axis] + (count, TILE) + head.shape[axis + 1:]
+  parts = [head.reshape(shape)]
+  for k in range(TILE, a):
+    tail = jax.lax.slice_in_dim(x, k, k + TILE * (count - 1) + 1, TILE, axis=axis)
+    parts.append(jnp.expand_dims(tail, axis + 1))
+  return jnp.concatenate(parts, axis=axis + 1)
+
+
 def _input_transform(x: jax.Array, padding: Padding, th: int, tw: int,
-                     materialise_rows: bool = False, bt: np.ndarray = BT) -> jax.Array:
+                     bt: np.ndarray = BT) -> jax.Array:
   """B^T d B for every a x a input tile (tiles 4 apart, overlapping by a - 4): (a^2, tiles,
   in); a = 7 for F(4x4, 4x4).
 
-  `materialise_rows` computes the row sums once (behind a barrier) instead of inside each
-  tile's fusion: faster for g's 512 channels in the input gradient, slower for the forward
-  pass's input (benchmarks/RESULTS.md)."""
+  The input is materialised first (a barrier): XLA:CPU would otherwise fuse its producers
+  (the previous layer's activation, the space-to-depth transpose) into each of the a^2
+  outputs' fusions and recompute them there. Rows, then columns, are combined into one array
+  each."""
   n, h, w, c = x.shape
   a = bt.shape[0]
   (pt, _), (pl, _) = padding
   # Tile (t, s) reads padded rows 4t .. 4t + a - 1 and the same columns; the padding past
   # the given one only feeds outputs that are cropped.
-  xp = jnp.pad(x, ((0, 0), (pt, TILE * th + a - TILE - h - pt),
-                   (pl, TILE * tw + a - TILE - w - pl), (0, 0)))
-  rows = [xp[:, l:l + TILE * (th - 1) + 1:TILE] for l in range(a)]
-  by_rows = [_combine(rows, b) for b in bt]
-  if materialise_rows:
-    by_rows = jax.lax.optimization_barrier(by_rows)
-  tiles = [_combine([r[:, :, l:l + TILE * (tw - 1) + 1:TILE] for l in range(a)], b)
-           for r in by_rows for b in bt]
-  return jnp.stack(tiles).reshape(a * a, n * th * tw, c)
+  xp = jnp.pad(jax.lax.optimization_barrier(x),
+               ((0, 0), (pt, TILE * th + a - TILE - h - pt),
+                (pl, TILE * tw + a - TILE - w - pl), (0, 0)))
+  rows = _overlapping_windows(xp, 1, th, a)  # (n, th, a, wp, c)
+  by_rows = jnp.stack([_combine([rows[:, :, l] for l in range(a)], b) for b in bt])
+  cols = _overlapping_windows(by_rows, 3, tw, a)  # (a, n, th, tw, a, c)
+  tiles = jnp.stack([_combine([cols[..., l, :] for l in range(a)], b) for b in bt], axis=1)
+  return tiles.reshape(a * a, n * th * tw, c)
 
 
 def _output_transform(mm: jax.Array, n: int, th: int, tw: int, oh: int, ow: int,
@@ -175,8 +188,8 @@ def _correlate(x: jax.Array, kernel: jax.Array, padding: Padding, flipped: bool 
   oh, ow, th, tw = output_tiles(h, w, padding, kernel.shape[0])
   g = transform.g[:, ::-1] if flipped else transform.g
   u = _sandwich(kernel, g, g).reshape(a * a, *kernel.shape[2:])
-  mm = _batched(_input_transform(x, padding, th, tw, materialise_rows=flipped,
-                                 bt=transform.bt), u, (2, 2) if flipped else (2, 1))
+  mm = _batched(_input_transform(x, padding, th, tw, bt=transform.bt), u,
+                (2, 2) if flipped else (2, 1))
   return _output_transform(mm, n, th, tw, oh, ow, transform.at)
 
 
