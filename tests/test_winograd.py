@@ -160,7 +160,7 @@ def test_strided_conv_uses_winograd_at_inference_only(n, cin, side, winograd_exp
 
 @pytest.mark.parametrize("n,side,cout,winograd_expected", [
     (3, 16, 64, True),    # 2x2 convolution 128 -> 256 channels, 17x17 outputs: 75 tiles
-    (1, 16, 16, False),   # 4 * 16 = 64 output channels, too narrow
+    (3, 16, 16, False),   # 75 tiles, but 4 * 16 = 64 output channels, too narrow
     (8, 8, 64, False)])   # 72 tiles, but 9x9 outputs in 3x3 tiles: edge tiles mostly waste
 def test_transposed_conv_uses_winograd_at_inference_only(n, side, cout, winograd_expected):
   """ConvTranspose2d(4, 2, 1) in `auto` form runs its 2x2 convolution as F(4x4, 2x2) where

@@ -97,20 +97,19 @@ def _space_to_depth(x: jax.Array) -> jax.Array:
 # 1) in space-to-depth form) from about this many 4x4 output tiles and channels each side,
 # where its multiplications are at most this fraction of the direct convolution's (partial
 # tiles at the edges cost whole ones): the U-Net's outer levels, not its innermost ones or
-# the 3-channel output layer; at batch 1, no level below 32x32 (benchmarks/RESULTS.md,
-# "Winograd at inference").
+# the 3-channel output layer; at batch 1, no layer whose 2x2 convolution has fewer than
+# 32x32 outputs (benchmarks/RESULTS.md, "Winograd's input transform, and the transposed
+# layers").
 _WINOGRAD2_MIN_TILES = 64
 _WINOGRAD2_MIN_CHANNELS = 128
 _WINOGRAD2_MAX_PRODUCTS = 0.6
 
 
-def _winograd2x2_pays(x: jax.Array | jax.ShapeDtypeStruct, kernel: jax.Array,
-                      padding: Padding) -> bool:
-  """Whether F(4x4, 2x2) pays for this stride-1 2x2 convolution at inference."""
-  n, h, w, cin = x.shape
-  oh, ow, th, tw = winograd.output_tiles(h, w, padding, kernel_size=2)
-  tiles = n * th * tw
-  return (x.dtype == jnp.float32 and min(cin, kernel.shape[-1]) >= _WINOGRAD2_MIN_CHANNELS
+def _winograd2x2_pays(n: int, oh: int, ow: int, cin: int, cout: int, dtype: Any) -> bool:
+  """Whether F(4x4, 2x2) pays for a stride-1 2x2 convolution with this (n, oh, ow) output
+  and these channels, at inference."""
+  tiles = n * -(-oh // winograd.TILE) * -(-ow // winograd.TILE)
+  return (dtype == jnp.float32 and min(cin, cout) >= _WINOGRAD2_MIN_CHANNELS
           and tiles >= _WINOGRAD2_MIN_TILES
           and 25 * tiles <= _WINOGRAD2_MAX_PRODUCTS * 4 * n * oh * ow)
 
@@ -126,14 +125,16 @@ def _forward_conv(x: jax.Array, kernel: jax.Array, stride: int, padding: Padding
   input gradient with `winograd2x2` off, so the train step is unchanged. The same function;
   float32 rounding within 3e-5 of the largest value (tests/test_winograd.py).
   """
-  kh, kw = kernel.shape[:2]
-  if winograd2x2 and (stride, kh, kw) == (1, 2, 2) and _winograd2x2_pays(x, kernel, padding):
-    return winograd.conv2x2(x, kernel, padding)
-  if (stride, kh, kw, padding) == (2, 4, 4, ((1, 1), (1, 1))):
-    n, h, w, cin = x.shape
-    blocks = jax.ShapeDtypeStruct((n, -(-(h + 2) // 2), -(-(w + 2) // 2), 4 * cin), x.dtype)
-    if _winograd2x2_pays(blocks, kernel, ((0, 0), (0, 0))):
-      return _strided_conv_s2d(x, kernel, winograd.conv2x2)
+  n, h, w, cin = x.shape
+  kh, kw, _, cout = kernel.shape
+  if winograd2x2 and (stride, kh, kw) == (1, 2, 2):
+    oh, ow = winograd.output_tiles(h, w, padding, kernel_size=2)[:2]
+    if _winograd2x2_pays(n, oh, ow, cin, cout, x.dtype):
+      return winograd.conv2x2(x, kernel, padding)
+  # Conv2d(4, 2, 1)'s space-to-depth 2x2 convolution: 4 * in channels, the strided output.
+  if ((stride, kh, kw, padding) == (2, 4, 4, ((1, 1), (1, 1)))
+      and _winograd2x2_pays(n, -(-h // 2), -(-w // 2), 4 * cin, cout, x.dtype)):
+    return _strided_conv_s2d(x, kernel, winograd.conv2x2)
   return _lax_conv(x, kernel, stride, padding)
 
 

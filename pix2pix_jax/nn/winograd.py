@@ -6,8 +6,8 @@ The products become 49 (25) matrix products, one per transformed tap, over the t
 multiplications per tile and channel pair where the direct convolution takes 256 (5.2x
 fewer), 25 where it takes 64 (2.6x fewer); the transforms are additions and scalings over
 activations. F(4x4, 4x4) is D's 4x4 stride-1 convolution with its gradients (`conv4x4`);
-F(4x4, 2x2) the stride-1 2x2 convolution that the U-Net's strided convolutions reduce to in
-space-to-depth form, at inference only (`conv2x2`). conv4x4's gradients are written out (a
+F(4x4, 2x2) the stride-1 2x2 convolution that the U-Net's strided and transposed
+convolutions reduce to in space-to-depth form, at inference only (`conv2x2`). conv4x4's gradients are written out (a
 custom VJP) instead of differentiated through the transforms, which XLA:CPU runs slower than
 the direct convolution: the input gradient is the same Winograd correlation
 of g with the flipped kernel; the weight gradient transforms g's tiles by A, contracts them
