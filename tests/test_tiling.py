@@ -60,7 +60,9 @@ def test_eval_mode_tiles_equal_the_whole_image_away_from_its_border():
                                  eval_mode=True, batch_size=3)
   assert tiled.dtype == np.uint16 and tiled.shape == (400, 336, 3)
   inner = (slice(radius, -radius),) * 2  # The whole image's own border has zero padding.
-  np.testing.assert_array_equal(tiled.astype(int)[inner], whole[inner])
+  # Equal up to 1 in the uint16 output: a tile and the whole image are compiled for other
+  # shapes, so a sum may round the other way (1 value in 339,660 did on Zen 3).
+  np.testing.assert_allclose(tiled.astype(int)[inner], whole[inner], rtol=0, atol=1)
   # Without overlap each tile's border is its own: the same comparison fails.
   hard = tiling.translate_tiled(config, variables, image, tile=tile, overlap=0, eval_mode=True)
   assert np.abs(hard.astype(int)[inner] - whole[inner]).max() > 100
