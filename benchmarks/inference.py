@@ -172,7 +172,9 @@ def run_side(args: argparse.Namespace) -> None:
       ("others CPU max", "others_cpu_frac_max", "{:.2f}")])
 
 
-def _environment() -> dict[str, str]:
+def worker_environment() -> dict[str, str]:
+  """The environment each side runs in: one allocator and the Makefile's XLA flags (paired.py
+  uses it too)."""
   env = dict(os.environ)
   if os.path.exists(TCMALLOC):
     env["LD_PRELOAD"] = TCMALLOC
@@ -195,7 +197,7 @@ def _run(command: list[str], env: dict[str, str]) -> list[dict]:
 
 def compare(args: argparse.Namespace) -> None:
   """Rounds of JAX, PyTorch (and ONNX Runtime), each at every batch size and mode."""
-  env = _environment()
+  env = worker_environment()
   sizes = args.batch_size
   me = [sys.executable, os.path.abspath(__file__)]
   # The graphs are exported before the first round: conversion time is not inference.

@@ -128,7 +128,7 @@ class Side:
 def _environment() -> dict[str, str]:
   sys.path.insert(0, HERE)
   import inference  # pylint: disable=import-outside-toplevel
-  return inference._environment()  # pylint: disable=protected-access
+  return inference.worker_environment()
 
 
 def paired(args: argparse.Namespace, mode: str, batch_size: int) -> dict:

@@ -42,8 +42,9 @@ def damaged_copy(two_checkpoints, tmp_path, damage: str) -> str:
   state = os.path.join(workdir, "checkpoints", "2", "state")
   files = glob.glob(os.path.join(state, "ocdbt.process_0", "d", "*"))
   if damage == "truncated":
-    # Every data file, to its first bytes: how a save spreads the arrays over its files varies
-    # (one file or a dozen), and cutting each in half once left all of G readable (CI).
+    # Every data file, to its first bytes: how many files a save spreads the arrays over, and
+    # which array lands where, varies between runs, and cutting each file in half once left
+    # all of G readable (CI).
     for path in files:
       data = open(path, "rb").read()
       open(path, "wb").write(data[:8])
