@@ -64,6 +64,13 @@ def _steps(args: argparse.Namespace, batch_size: int) -> tuple[int, int]:
 def jax_call(args: argparse.Namespace, mode: str, batch_size: int):
   """The compiled generator on its random batch, as a no-argument call, and its compile time
   (in seconds). Used here and by paired.py."""
+  compiled, operands, compile_s = jax_program(args, mode, batch_size)
+  return (lambda: compiled(*operands)), compile_s
+
+
+def jax_program(args: argparse.Namespace, mode: str, batch_size: int):
+  """The compiled generator, its operands (variables, random batch, dropout key) and its
+  compile time in seconds (profile_step.py --generator reads the compiled program's HLO)."""
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   from pix2pix_jax.nn import conv  # pylint: disable=import-outside-toplevel
@@ -86,7 +93,7 @@ def jax_call(args: argparse.Namespace, mode: str, batch_size: int):
   key = jax.random.key(2)
   t0 = time.perf_counter()
   compiled = jax.jit(translate).lower(variables, x, key).compile()
-  return (lambda: compiled(variables, x, key)), time.perf_counter() - t0
+  return compiled, (variables, x, key), time.perf_counter() - t0
 
 
 def run_jax(args: argparse.Namespace, mode: str, batch_size: int) -> dict:

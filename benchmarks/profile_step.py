@@ -7,6 +7,11 @@ totals by category (conv forward / backward, other), so that a change can be aim
 ops that cost most.
 
   python benchmarks/profile_step.py --batch_size 1 --steps 3 --top 40
+  python benchmarks/profile_step.py --generator eval --batch_size 16 --steps 3
+
+`--generator eval|train` profiles the paper's generator at inference instead (benchmarks/
+inference.py's program: running statistics, or batch statistics and dropout), whose "steps"
+are calls.
 """
 
 import argparse
@@ -27,6 +32,7 @@ import numpy as np  # noqa: E402
 from jax.profiler import ProfileData  # noqa: E402
 
 import common  # noqa: E402
+import inference as inference_bench  # noqa: E402
 import train_step as train_step_bench  # noqa: E402
 from pix2pix_jax.train import setup
 from pix2pix_jax.train import sharding  # noqa: E402
@@ -68,7 +74,7 @@ def layer(op_name: str) -> str:
     return f"{net} {m.group(2)} {direction}"
   if not op_name:
     return "(no op_name: kernel slices, layout copies)"
-  return re.sub(r"jit\(train_step\)/", "", op_name)[:40]
+  return re.sub(r"jit\((train_step|translate)\)/", "", op_name)[:40]
 
 
 def thunk_times(trace_dir: str) -> tuple[dict[str, float], dict[str, int]]:
@@ -87,6 +93,26 @@ def thunk_times(trace_dir: str) -> tuple[dict[str, float], dict[str, int]]:
   return total, count
 
 
+def train_step_program(args: argparse.Namespace):
+  """The compiled train step of the paper's configuration, and a call that runs one step
+  (threading the state through)."""
+  c = train_step_bench.paper_config(args, args.batch_size, args.dtype)
+  mesh = sharding.make_mesh()
+  state, step, _, _ = setup.fresh(c, mesh, 1000, train_step_bench.parts_for(args))
+  rng = np.random.default_rng(0)
+  shape = (args.batch_size, c.data.crop_size, c.data.crop_size, 3)
+  batch = sharding.global_batch(
+      {k: rng.uniform(-1, 1, shape).astype(np.float32) for k in ("input", "target")}, mesh)
+  compiled = step.lower(state, batch).compile()
+  holder = {"state": state}
+
+  def run():
+    holder["state"], _ = compiled(holder["state"], batch)
+    return holder["state"]
+
+  return compiled, run
+
+
 def main() -> None:
   p = argparse.ArgumentParser(description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -97,20 +123,18 @@ def main() -> None:
   p.add_argument("--impl", default="auto", help="convolutions (train_step.py --impl)")
   p.add_argument("--smoke", action="store_true")
   p.add_argument("--top", type=int, default=30)
+  p.add_argument("--generator", choices=("eval", "train"), default=None,
+                 help="profile the generator's inference in this mode, not the train step")
   args = p.parse_args()
 
-  c = train_step_bench.paper_config(args, args.batch_size, args.dtype)
-  mesh = sharding.make_mesh()
-  state, step, _, _ = setup.fresh(c, mesh, 1000, train_step_bench.parts_for(args))
-  rng = np.random.default_rng(0)
-  shape = (args.batch_size, c.data.crop_size, c.data.crop_size, 3)
-  batch = sharding.global_batch(
-      {k: rng.uniform(-1, 1, shape).astype(np.float32) for k in ("input", "target")}, mesh)
-  compiled = step.lower(state, batch).compile()
+  if args.generator:
+    compiled, operands, _ = inference_bench.jax_program(args, args.generator, args.batch_size)
+    run = lambda: compiled(*operands)  # noqa: E731
+  else:
+    compiled, run = train_step_program(args)
   index = hlo_index(compiled.as_text())
   for _ in range(2):
-    state, _ = compiled(state, batch)
-  jax.block_until_ready(state)
+    jax.block_until_ready(run())
 
   trace_dir = tempfile.mkdtemp(prefix="p2p_trace_")
   watch = common.OtherCpu()
@@ -118,8 +142,7 @@ def main() -> None:
   t0 = time.perf_counter()
   jax.profiler.start_trace(trace_dir)
   for _ in range(args.steps):
-    state, _ = compiled(state, batch)
-    jax.block_until_ready(state)
+    jax.block_until_ready(run())
   jax.profiler.stop_trace()
   wall = time.perf_counter() - t0
   others = watch.fraction(wall)
@@ -151,7 +174,7 @@ def main() -> None:
     print(f"  {kind:32s} {us / 1e3:8.1f}")
   print(f"\n{'ms/step':>8} {'calls':>5}  name / shape / op_name")
   for ms, name, opcode, shape_, op_name in rows[:args.top]:
-    op_short = re.sub(r"jit\(train_step\)/", "", op_name)[-110:]
+    op_short = re.sub(r"jit\((train_step|translate)\)/", "", op_name)[-110:]
     print(f"{ms / 1e3:8.2f} {count[name] // args.steps:5d}  {name} {shape_} {opcode}\n"
           f"{'':16}{op_short}")
 
