@@ -42,6 +42,8 @@ _INSTR = re.compile(r"^\s*(?:ROOT\s+)?%([\w.\-]+)\s*=\s*(.+?)\s+([\w\-]+)\(")
 _THUNK_SUFFIX = re.compile(r"__onednn\$\w+$")
 _OP_NAME = re.compile(r'op_name="([^"]*)"')
 _SKIP = ("ThreadpoolListener", "end: ", "ThunkExecutor", "ThunkSequence")
+# The jitted function's own name at the front of every op_name: the step's or the generator's.
+_JIT_PREFIX = re.compile(r"jit\((train_step|translate)\)/")
 
 
 def hlo_index(hlo_text: str) -> dict[str, tuple[str, str, str]]:
@@ -74,7 +76,7 @@ def layer(op_name: str) -> str:
     return f"{net} {m.group(2)} {direction}"
   if not op_name:
     return "(no op_name: kernel slices, layout copies)"
-  return re.sub(r"jit\((train_step|translate)\)/", "", op_name)[:40]
+  return _JIT_PREFIX.sub("", op_name)[:40]
 
 
 def thunk_times(trace_dir: str) -> tuple[dict[str, float], dict[str, int]]:
@@ -104,11 +106,11 @@ def train_step_program(args: argparse.Namespace):
   batch = sharding.global_batch(
       {k: rng.uniform(-1, 1, shape).astype(np.float32) for k in ("input", "target")}, mesh)
   compiled = step.lower(state, batch).compile()
-  holder = {"state": state}
 
   def run():
-    holder["state"], _ = compiled(holder["state"], batch)
-    return holder["state"]
+    nonlocal state
+    state, _ = compiled(state, batch)
+    return state
 
   return compiled, run
 
@@ -174,7 +176,7 @@ def main() -> None:
     print(f"  {kind:32s} {us / 1e3:8.1f}")
   print(f"\n{'ms/step':>8} {'calls':>5}  name / shape / op_name")
   for ms, name, opcode, shape_, op_name in rows[:args.top]:
-    op_short = re.sub(r"jit\((train_step|translate)\)/", "", op_name)[-110:]
+    op_short = _JIT_PREFIX.sub("", op_name)[-110:]
     print(f"{ms / 1e3:8.2f} {count[name] // args.steps:5d}  {name} {shape_} {opcode}\n"
           f"{'':16}{op_short}")
 
