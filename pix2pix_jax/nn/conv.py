@@ -22,7 +22,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from pix2pix_jax.nn import cpu_lowering
+from pix2pix_jax.nn import cpu_inference, cpu_lowering
 
 Dtype = Any
 ModuleDef = Any
@@ -58,6 +58,11 @@ KINDS = {"down": cpu_lowering.STRIDED_CONV_IMPLS, "up": cpu_lowering.TRANSPOSED_
          "stride1": cpu_lowering.STRIDE1_CONV_IMPLS}
 
 
+# The collection that holds kernels in the forms CPU inference computes with
+# (nn/generate.prepare): absent in training, where the step reads only the kernels.
+PREPARED = "prepared"
+
+
 def parse_impl(impl: str) -> dict[str, str]:
   """"auto" or "kind=form,..." -> {kind: form}; unnamed kinds stay "auto"."""
   chosen = {kind: "auto" for kind in KINDS}
@@ -77,13 +82,19 @@ def cpu_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], padding:
   """lax.conv_general_dilated(x, kernel, strides, padding) in the form chosen for its kind."""
   forms = parse_impl(impl)
   kh, kw = kernel.shape[:2]
-  if (kh, kw, strides, padding) == (4, 4, (2, 2), ((1, 1), (1, 1))):
+  if is_down_conv(kernel.shape, strides, padding):
     return KINDS["down"][forms["down"]](x, kernel)
   if (kh, kw, strides) == (4, 4, (1, 1)) and max(max(p) for p in padding) < 4:
     return KINDS["stride1"][forms["stride1"]](x, kernel, padding)
   if strides[0] == strides[1]:
     return cpu_lowering.conv_gemm_dw(x, kernel, strides[0], padding)
   return jax.lax.conv_general_dilated(x, kernel, strides, padding, dimension_numbers=_NHWC)
+
+
+def is_down_conv(kernel_shape: tuple[int, ...], strides: tuple[int, int], padding: Padding
+                 ) -> bool:
+  """Whether a convolution is the U-Net's Conv2d(4, 2, 1), the one with CPU forms "down"."""
+  return (tuple(kernel_shape[:2]), strides, padding) == ((4, 4), (2, 2), ((1, 1), (1, 1)))
 
 
 def is_up_conv(kernel_shape: tuple[int, ...], strides: tuple[int, int], padding: Padding
@@ -119,6 +130,20 @@ class _Convolution(nn.Module):
     """(CPU form, plain form) of this layer, each a function of (x, kernel)."""
     raise NotImplementedError
 
+  def kind(self, kernel_shape: tuple[int, ...], strides: tuple[int, int], padding: Padding
+           ) -> str | None:
+    """The layer's kind in KINDS, where inference_form may split its CPU form."""
+    raise NotImplementedError
+
+  def inference_form(self, x_shape: tuple[int, ...], kernel_shape: tuple[int, ...],
+                     strides: tuple[int, int], padding: Padding
+                     ) -> cpu_inference.InferenceForm | None:
+    kind = None if self.impl == "plain" else self.kind(kernel_shape, strides, padding)
+    if kind is None:
+      return None
+    return cpu_inference.inference_form(kind, parse_impl(self.impl)[kind], x_shape,
+                                        kernel_shape, jnp.dtype(self.dtype))
+
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     kh, kw = _pairs(self.kernel_size)
@@ -126,7 +151,16 @@ class _Convolution(nn.Module):
                         jnp.float32)
     strides, padding = _pairs(self.strides), tuple(tuple(p) for p in self.padding)
     cpu, plain = self.forms(kernel.shape, strides, padding)
-    y = per_platform(self.impl, cpu, plain, x.astype(self.dtype), kernel.astype(self.dtype))
+    x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+    split = self.inference_form(x.shape, kernel.shape, strides, padding)
+    if split and (self.is_mutable_collection(PREPARED)
+                  or self.has_variable(PREPARED, "kernel")):
+      # The kernel-only work of the CPU form, done once by nn/generate.prepare.
+      prepared = self.variable(PREPARED, "kernel", split.prepare, kernel).value
+      y = per_platform(self.impl, lambda x, k, p: split.apply(x, p),
+                       lambda x, k, p: plain(x, k), x, kernel, prepared)
+    else:
+      y = per_platform(self.impl, cpu, plain, x, kernel)
     if self.use_bias:
       bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
       y = y + bias.astype(self.dtype)
@@ -141,6 +175,9 @@ class Conv(_Convolution):
                               impl=self.impl),
             functools.partial(plain_conv, strides=strides, padding=padding))
 
+  def kind(self, kernel_shape, strides, padding):
+    return "down" if is_down_conv(kernel_shape, strides, padding) else None
+
 
 class ConvTranspose(_Convolution):
   """nn.ConvTranspose's parameters and arguments (padding of the dilated input, as lax's),
@@ -153,6 +190,9 @@ class ConvTranspose(_Convolution):
     if is_up_conv(kernel_shape, strides, padding):
       return functools.partial(cpu_up_conv, impl=self.impl), plain
     return plain, plain
+
+  def kind(self, kernel_shape, strides, padding):
+    return "up" if is_up_conv(kernel_shape, strides, padding) else None
 
 
 class Parts(NamedTuple):

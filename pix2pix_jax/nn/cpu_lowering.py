@@ -13,6 +13,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
+from pix2pix_jax.nn import space_to_depth as s2d
 from pix2pix_jax.nn import winograd
 
 PyTree = Any
@@ -84,15 +85,6 @@ def _stride1_conv_dx(g: jax.Array, kernel: jax.Array, padding: Padding) -> jax.A
   return dx[:, ::-1, ::-1]
 
 
-def _space_to_depth(x: jax.Array) -> jax.Array:
-  """(n, h, w, c) -> (n, ceil(h / 2), ceil(w / 2), (p, q, c)): pixel (2i + p, 2j + q) becomes
-  channels (p, q) of block (i, j); odd sizes get a zero row/column at the bottom/right."""
-  n, h, w, c = x.shape
-  x = jnp.pad(x, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)))
-  hb, wb = x.shape[1] // 2, x.shape[2] // 2
-  return x.reshape(n, hb, 2, wb, 2, c).transpose(0, 1, 3, 2, 4, 5).reshape(n, hb, wb, 4 * c)
-
-
 # F(4x4, 2x2) pays for a stride-1 2x2 convolution (Conv2d(4, 2, 1) and ConvTranspose2d(4, 2,
 # 1) in space-to-depth form) from about this many 4x4 output tiles and channels each side,
 # where its multiplications are at most this fraction of the direct convolution's (partial
@@ -114,6 +106,20 @@ def _winograd2x2_pays(n: int, oh: int, ow: int, cin: int, cout: int, dtype: Any)
           and 25 * tiles <= _WINOGRAD2_MAX_PRODUCTS * 4 * n * oh * ow)
 
 
+def strided_winograd_pays(x_shape: tuple[int, ...], cout: int, dtype: Any) -> bool:
+  """Whether Conv2d(4, 2, 1) of an input of this shape runs as its space-to-depth 2x2
+  convolution by Winograd at inference (4 * in channels, the strided output)."""
+  n, h, w, cin = x_shape
+  return _winograd2x2_pays(n, -(-h // 2), -(-w // 2), 4 * cin, cout, dtype)
+
+
+def transposed_winograd_pays(x_shape: tuple[int, ...], cout: int, dtype: Any) -> bool:
+  """Whether ConvTranspose2d(4, 2, 1)'s s2d form runs its 2x2 convolution ((h + 1) x (w + 1)
+  outputs, 4 * out channels) by Winograd at inference."""
+  n, h, w, cin = x_shape
+  return _winograd2x2_pays(n, h + 1, w + 1, cin, 4 * cout, dtype)
+
+
 def _forward_conv(x: jax.Array, kernel: jax.Array, stride: int, padding: Padding,
                   winograd2x2: bool) -> jax.Array:
   """conv_gemm_dw's function where nothing differentiates it: inference.
@@ -131,9 +137,8 @@ def _forward_conv(x: jax.Array, kernel: jax.Array, stride: int, padding: Padding
     oh, ow = winograd.output_tiles(h, w, padding, kernel_size=2)[:2]
     if _winograd2x2_pays(n, oh, ow, cin, cout, x.dtype):
       return winograd.conv2x2(x, kernel, padding)
-  # Conv2d(4, 2, 1)'s space-to-depth 2x2 convolution: 4 * in channels, the strided output.
   if ((stride, kh, kw, padding) == (2, 4, 4, ((1, 1), (1, 1)))
-      and _winograd2x2_pays(n, -(-h // 2), -(-w // 2), 4 * cin, cout, x.dtype)):
+      and strided_winograd_pays(x.shape, cout, x.dtype)):
     return _strided_conv_s2d(x, kernel, winograd.conv2x2)
   return _lax_conv(x, kernel, stride, padding)
 
@@ -196,7 +201,8 @@ def _conv_gemm_dw_bwd(stride, padding, winograd2x2, residuals, g):
     # Tap (2a + p, 2b + q) reads phase (p, q) of block (i + a, j + b) of the space-to-depth
     # input: the stride-1 (kh/2, kw/2) case above with 4 * in channels, one product with
     # K = 4 * in where the per-tap products have K = in (below GEMM speed under 128).
-    dw = shifted_frames_dw(_space_to_depth(xp), kh // 2, kw // 2).reshape(kh // 2, kw // 2, cout, 2, 2, cin)
+    dw = shifted_frames_dw(s2d.space_to_depth(xp), kh // 2, kw // 2)
+    dw = dw.reshape(kh // 2, kw // 2, cout, 2, 2, cin)
     dw = dw.transpose(0, 3, 1, 4, 5, 2).reshape(kernel.shape)  # (a, p, b, q, in, out)
     return dx, dw.astype(kernel.dtype)
   taps = _window_taps(xp, kh, kw, stride, ho, wo)
@@ -265,15 +271,10 @@ def _strided_conv_s2d(x: jax.Array, kernel: jax.Array,
   path) and a window-dilated weight gradient. `conv2x2(x, kernel, padding)` computes the
   2x2 convolution (lax's by default).
   """
-  n, h, w, cin = x.shape
-  cout = kernel.shape[-1]
-  # Odd sizes get one more row/column of padding; the extra output row/column is dropped.
-  x = _space_to_depth(jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0))))
-  k = kernel.reshape(2, 2, 2, 2, cin, cout).transpose(0, 2, 1, 3, 4, 5)
-  k = k.reshape(2, 2, 4 * cin, cout)
-  no_padding = ((0, 0), (0, 0))
-  y = conv2x2(x, k, no_padding) if conv2x2 else _lax_conv(x, k, 1, no_padding)
-  return y[:, :h // 2, :w // 2]
+  k = s2d.strided_kernel(kernel)
+  if conv2x2:
+    return s2d.strided_on_blocks(x, lambda x: conv2x2(x, k, s2d.NO_PADDING))
+  return s2d.strided_on_blocks(x, lambda x: _lax_conv(x, k, 1, s2d.NO_PADDING))
 
 
 def _strided_conv_gemm(x: jax.Array, kernel: jax.Array) -> jax.Array:
@@ -297,10 +298,15 @@ def _strided_conv_auto(x: jax.Array, kernel: jax.Array) -> jax.Array:
   """gemm where the kernel outweighs the output (fewer than 4 * out output pixels: the inner
   levels), lax_gemm_dw elsewhere: the per-layer optimum of the paper's networks at batch 1
   and 16 (benchmarks/layers_bench.py --kind down)."""
-  n, h, w, _ = x.shape
-  if n * (h // 2) * (w // 2) < 4 * kernel.shape[-1]:
+  if strided_uses_gemm(x.shape, kernel.shape[-1]):
     return _strided_conv_gemm(x, kernel)
   return _strided_conv_lax_gemm_dw(x, kernel)
+
+
+def strided_uses_gemm(x_shape: tuple[int, ...], cout: int) -> bool:
+  """Whether the "auto" Conv2d(4, 2, 1) of an input of this shape is its gemm form."""
+  n, h, w, _ = x_shape
+  return n * (h // 2) * (w // 2) < 4 * cout
 
 
 STRIDED_CONV_IMPLS: dict[str, Callable[[jax.Array, jax.Array], jax.Array]] = {
@@ -334,14 +340,8 @@ def _transposed_conv_s2d(x: jax.Array, kernel: jax.Array,
   gradient for odd input sizes. The convolution's weight gradient is conv_gemm_dw's;
   `winograd2x2` lets it run by Winograd where nothing differentiates it.
   """
-  n, h, w, cin = x.shape
-  cout = kernel.shape[-1]
-  oh, ow = out_hw or (2 * h, 2 * w)
-  k = kernel.reshape(2, 2, 2, 2, cin, cout)[::-1, :, ::-1]  # (a', p, b', q, in, out)
-  k = k.transpose(0, 2, 4, 1, 3, 5).reshape(2, 2, cin, 4 * cout)
-  y = conv_gemm_dw(x, k, 1, ((1, 1), (1, 1)), winograd2x2)  # (n, h + 1, w + 1, 4 * out)
-  y = y.reshape(n, h + 1, w + 1, 2, 2, cout).transpose(0, 1, 3, 2, 4, 5)
-  return y.reshape(n, 2 * h + 2, 2 * w + 2, cout)[:, 1:1 + oh, 1:1 + ow]
+  y = conv_gemm_dw(x, s2d.transposed_kernel(kernel), 1, ((1, 1), (1, 1)), winograd2x2)
+  return s2d.depth_to_space(y, out_hw)
 
 
 def _transposed_conv_gemm(x: jax.Array, kernel: jax.Array) -> jax.Array:
@@ -374,10 +374,15 @@ def _transposed_conv_auto(x: jax.Array, kernel: jax.Array) -> jax.Array:
   than its input, so oneDNN runs it, or Winograd at inference where that pays. The per-layer
   optimum of the paper's U-Net at batch 1 and 16 (benchmarks/layers_bench.py --kind up,
   benchmarks/ab_step.py)."""
-  n, h, w, _ = x.shape
-  if n * h * w < 4 * kernel.shape[-1]:
+  if transposed_uses_gemm(x.shape, kernel.shape[-1]):
     return _transposed_conv_gemm(x, kernel)
   return _transposed_conv_s2d(x, kernel, winograd2x2=True)
+
+
+def transposed_uses_gemm(x_shape: tuple[int, ...], cout: int) -> bool:
+  """Whether the "auto" ConvTranspose2d(4, 2, 1) of an input of this shape is its gemm form."""
+  n, h, w, _ = x_shape
+  return n * h * w < 4 * cout
 
 
 TRANSPOSED_CONV_IMPLS: dict[str, Callable[[jax.Array, jax.Array], jax.Array]] = {

@@ -177,20 +177,33 @@ def _sandwich(w: jax.Array, left: np.ndarray, right: np.ndarray) -> jax.Array:
                     for r in rows])
 
 
-def _correlate(x: jax.Array, kernel: jax.Array, padding: Padding, flipped: bool = False,
-               transform: Transform = F4X4_4X4) -> jax.Array:
-  """x correlated with the kernel or, `flipped`, with kernel[::-1, ::-1] with in and out
-  swapped (an input gradient). The flip is G's columns reversed and the swap the product's
-  contracted axis: a reversed and transposed copy of the kernel made the kernel transform
-  an order of magnitude slower."""
-  n, h, w, _ = x.shape
-  a = transform.bt.shape[0]
-  oh, ow, th, tw = output_tiles(h, w, padding, kernel.shape[0])
+def transform_kernel(kernel: jax.Array, transform: Transform = F4X4_4X4, flipped: bool = False
+                     ) -> jax.Array:
+  """G w G^T for every (in, out) pair of an (r, r, in, out) kernel: (a^2, in, out). Or, with
+  `flipped`, of kernel[::-1, ::-1]: G's columns reversed (a reversed and transposed copy of
+  the kernel made this transform an order of magnitude slower)."""
   g = transform.g[:, ::-1] if flipped else transform.g
-  u = _sandwich(kernel, g, g).reshape(a * a, *kernel.shape[2:])
+  a = transform.bt.shape[0]
+  return _sandwich(kernel, g, g).reshape(a * a, *kernel.shape[2:])
+
+
+def correlate_transformed(x: jax.Array, u: jax.Array, padding: Padding,
+                          transform: Transform = F4X4_4X4, flipped: bool = False
+                          ) -> jax.Array:
+  """x correlated with the kernel whose transform (`transform_kernel`) is u or, `flipped`,
+  with the flipped kernel with in and out swapped (an input gradient: the swap is the
+  product's contracted axis)."""
+  n, h, w, _ = x.shape
+  oh, ow, th, tw = output_tiles(h, w, padding, transform.g.shape[1])
   mm = _batched(_input_transform(x, padding, th, tw, bt=transform.bt), u,
                 (2, 2) if flipped else (2, 1))
   return _output_transform(mm, n, th, tw, oh, ow, transform.at)
+
+
+def _correlate(x: jax.Array, kernel: jax.Array, padding: Padding, flipped: bool = False,
+               transform: Transform = F4X4_4X4) -> jax.Array:
+  return correlate_transformed(x, transform_kernel(kernel, transform, flipped), padding,
+                               transform, flipped)
 
 
 def conv2x2(x: jax.Array, kernel: jax.Array, padding: Padding) -> jax.Array:
