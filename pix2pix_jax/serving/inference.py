@@ -87,12 +87,16 @@ def translate(config: ml_collections.ConfigDict, variables: Variables,
   for i, x in enumerate(prepared):
     by_shape.setdefault(x.shape, []).append(i)
   outputs: list[np.ndarray | None] = [None] * len(prepared)
-  for indices in by_shape.values():
+  for shape, indices in by_shape.items():
+    shape_variables = variables
+    if len(indices) > batch_size:  # Several calls: their kernel-only work once.
+      shape_variables = generate_lib.prepare(config, variables, (batch_size, *shape),
+                                             eval_mode)
     for batch in _batches(indices, batch_size):
       filled = batch + [batch[-1]] * (batch_size - len(batch))
       x = np.stack([image_io.to_float(prepared[i]) for i in filled])
       keys = generate_lib.image_keys(seed, [ids[i] for i in filled])
-      y = np.asarray(generate(variables, jnp.asarray(x), keys))
+      y = np.asarray(generate(shape_variables, jnp.asarray(x), keys))
       for i, out in zip(batch, y):
         out = image_io.from_float(out, dtypes[i])
         if size_mode == "pad":

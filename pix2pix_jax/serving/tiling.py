@@ -125,6 +125,9 @@ def translate_tiled(config: ml_collections.ConfigDict, variables: Variables,
                  for j in range(len(col_starts))]
   col_index = [reflect_indices(c, tile_w, width) for c in col_starts]
   batch = _balanced_batch(len(col_starts), batch_size)
+  if len(row_starts) * len(col_starts) > batch:  # Several calls: their kernel work once.
+    variables = generate_lib.prepare(config, variables, (batch, tile_h, tile_w, m.input_nc),
+                                     eval_mode)
   image_key = generate_lib.image_keys(seed, [image_id])[0]
   padded_w = col_starts[-1] + tile_w
   out = np.empty((height, width, m.output_nc), dtype)
