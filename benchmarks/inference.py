@@ -70,10 +70,13 @@ def jax_call(args: argparse.Namespace, mode: str, batch_size: int):
 
 def jax_program(args: argparse.Namespace, mode: str, batch_size: int):
   """The compiled generator, its operands (variables, random batch, dropout key) and its
-  compile time in seconds (profile_step.py --generator reads the compiled program's HLO)."""
+  compile time in seconds (profile_step.py --generator reads the compiled program's HLO).
+  The variables are prepared for the batch (nn/generate.prepare_kernels, as the serving
+  paths do once per loaded model) unless args.unprepared."""
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   from pix2pix_jax.nn import conv  # pylint: disable=import-outside-toplevel
+  from pix2pix_jax.nn import generate  # pylint: disable=import-outside-toplevel
   from pix2pix_jax.nn import models  # pylint: disable=import-outside-toplevel
 
   c = paper_config(args)
@@ -81,6 +84,8 @@ def jax_program(args: argparse.Namespace, mode: str, batch_size: int):
   x = jax.random.uniform(jax.random.key(1), (batch_size, args.size, args.size, 3),
                          jnp.float32, -1.0, 1.0)
   variables = jax.jit(lambda: generator.init(jax.random.key(0), x[:1], train=False))()
+  if not getattr(args, "unprepared", False):
+    variables = generate.prepare_kernels(generator, variables, x.shape)
   train = mode == "train"
 
   def translate(variables, x, key):
@@ -103,7 +108,8 @@ def run_jax(args: argparse.Namespace, mode: str, batch_size: int) -> dict:
   load_before = common.loadavg()
   times, others, cpus = common.time_calls(call, steps, warmup)
   record = {"benchmark": "inference", "side": "jax", "mode": mode, "batch_size": batch_size,
-            "image_size": args.size, "impl": args.impl, "steps": steps, "warmup": warmup,
+            "image_size": args.size, "impl": args.impl, "prepared": not args.unprepared,
+            "steps": steps, "warmup": warmup,
             "compile_s": compile_s, "loadavg_before": load_before,
             "loadavg_after": common.loadavg()}
   record.update(common.timing_summary(times, others, batch_size, cpus))
@@ -283,6 +289,8 @@ def main() -> None:
   p.add_argument("--size", type=int, default=256)
   p.add_argument("--impl", default="auto",
                  help="jax: the convolutions (conv.Parts.with_impl: auto, plain, kind=form,...)")
+  p.add_argument("--unprepared", action="store_true",
+                 help="jax: kernels not prepared (each call does its kernel transforms)")
   p.add_argument("--smoke", action="store_true", help="tiny generator at 32x32")
   p.add_argument("--onnx_dir", default=os.path.join(tempfile.gettempdir(), "p2p_onnx_bench"))
   p.add_argument("--torch_python", default="/work/torchvenv/bin/python")

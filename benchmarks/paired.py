@@ -11,13 +11,16 @@ of seconds per call (B / A: how many times faster A is), with its quartiles.
       --pairs 20 --torch_python /work/torchvenv/bin/python \\
       --reference ../shared/bench/torch_pix2pix_reference.py
   python benchmarks/paired.py --a jax --b jax:plain --smoke --pairs 4   # two JAX forms
+  python benchmarks/paired.py --a jax --b jax_unprepared --mode eval --batch_size 16
   python benchmarks/paired.py --a jax --b jax --b_xla_flags=--xla_cpu_prefer_vector_width=512
 
-Sides: `jax[:IMPL]` (inference.py's generator, conv.Parts.with_impl(IMPL), default auto) and
-`torch` (the reference's own generator and input, built by its functions, --threads 2). Both
-run under tcmalloc and JAX with the Makefile's oneDNN flags, as in `compare`. The worker code
-imports only the standard library before it knows its side: the torch side runs under another
-Python, without this project's dependencies.
+Sides: `jax[:IMPL]` (inference.py's generator, conv.Parts.with_impl(IMPL), default auto, its
+kernels prepared once as the serving paths do), `jax_unprepared[:IMPL]` (the same without the
+preparation: every call transforms its kernels) and `torch` (the reference's own generator and
+input, built by its functions, --threads 2). Both run under tcmalloc and JAX with the
+Makefile's oneDNN flags, as in `compare`. The worker code imports only the standard library
+before it knows its side: the torch side runs under another Python, without this project's
+dependencies.
 """
 
 import argparse
@@ -69,7 +72,8 @@ def _jax_call(args: argparse.Namespace):
   import jax  # pylint: disable=import-outside-toplevel
   import inference  # pylint: disable=import-outside-toplevel
   call, _ = inference.jax_call(argparse.Namespace(smoke=args.smoke, size=args.size,
-                                                  impl=args.impl), args.mode, args.batch_size)
+                                                  impl=args.impl, unprepared=args.unprepared),
+                               args.mode, args.batch_size)
   return call, jax.block_until_ready
 
 
@@ -93,14 +97,15 @@ class Side:
   def __init__(self, spec: str, args: argparse.Namespace, mode: str, batch_size: int,
                xla_flags: str = ""):
     kind, _, impl = spec.partition(":")
-    if kind not in ("jax", "torch"):
-      raise SystemExit(f"side {spec!r}: expected jax[:IMPL] or torch")
+    if kind not in ("jax", "jax_unprepared", "torch"):
+      raise SystemExit(f"side {spec!r}: expected jax[:IMPL], jax_unprepared[:IMPL] or torch")
     self.name = spec
     python = args.torch_python if kind == "torch" else sys.executable
-    command = [python, os.path.abspath(__file__), "--worker", kind, "--mode", mode,
-               "--batch_size", str(batch_size), "--size", str(args.size),
+    command = [python, os.path.abspath(__file__), "--worker", kind.removesuffix("_unprepared"),
+               "--mode", mode, "--batch_size", str(batch_size), "--size", str(args.size),
                "--impl", impl or "auto", "--reference", args.reference]
     command += ["--smoke"] if args.smoke else []
+    command += ["--unprepared"] if kind == "jax_unprepared" else []
     env = _environment()
     env["XLA_FLAGS"] = f"{env['XLA_FLAGS']} {xla_flags}".strip()
     self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -180,6 +185,7 @@ def main() -> None:
   p.add_argument("--out", default=None, help="also append the JSON lines to this file")
   p.add_argument("--worker", choices=("jax", "torch"), default=None, help=argparse.SUPPRESS)
   p.add_argument("--impl", default="auto", help=argparse.SUPPRESS)
+  p.add_argument("--unprepared", action="store_true", help=argparse.SUPPRESS)
   args = p.parse_args()
   if args.smoke:
     args.size = 32
