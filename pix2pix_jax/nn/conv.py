@@ -153,8 +153,9 @@ class _Convolution(nn.Module):
     cpu, plain = self.forms(kernel.shape, strides, padding)
     x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
     split = self.inference_form(x.shape, kernel.shape, strides, padding)
-    if split and (self.is_mutable_collection(PREPARED)
-                  or self.has_variable(PREPARED, "kernel")):
+    # Not at init, where every collection is mutable: only prepare_kernels asks for it.
+    if split and not self.is_initializing() and (self.is_mutable_collection(PREPARED)
+                                                 or self.has_variable(PREPARED, "kernel")):
       # The kernel-only work of the CPU form, done once by nn/generate.prepare.
       prepared = self.variable(PREPARED, "kernel", split.prepare, kernel).value
       y = per_platform(self.impl, lambda x, k, p: split.apply(x, p),
