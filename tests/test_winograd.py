@@ -131,6 +131,18 @@ def test_conv2x2_matches_lax(padding):
   assert_close(y, lax_conv(x, k, padding))
 
 
+def test_kernel_taps_read_back_from_the_f4x4_2x2_transform():
+  """F(4x4, 2x2)'s transformed kernel holds the taps themselves (points 0 and infinity), so
+  the transposed layers' last block row and column need no second copy of the kernel;
+  F(4x4, 4x4)'s does not hold all of them."""
+  k = jax.random.normal(jax.random.key(8), (2, 2, 3, 5), jnp.float32)
+  taps = winograd.kernel_taps(winograd.transform_kernel(k, winograd.F4X4_2X2),
+                               winograd.F4X4_2X2)
+  np.testing.assert_array_equal(np.stack([np.stack(row) for row in taps]), k)
+  k4 = jax.random.normal(jax.random.key(8), (4, 4, 3, 5), jnp.float32)
+  assert winograd.kernel_taps(winograd.transform_kernel(k4), winograd.F4X4_4X4) is None
+
+
 @pytest.mark.parametrize("n,cin,side,winograd_expected", [
     (4, 64, 64, True),    # 4 * 64 = 256 channels into the 2x2 convolution, 4 * 64 tiles
     (1, 32, 64, True),    # 4 * 32 = 128 channels, 64 tiles: the least that pays
@@ -160,6 +172,8 @@ def test_strided_conv_uses_winograd_at_inference_only(n, cin, side, winograd_exp
 
 @pytest.mark.parametrize("n,side,cout,winograd_expected", [
     (3, 16, 64, True),    # 2x2 convolution 128 -> 256 channels, 17x17 outputs: 75 tiles
+    (3, 18, 64, True),    # 18x18 blocks in partial tiles, then the last row and column
+    (2, 23, 64, True),    # odd
     (3, 16, 16, False),   # 75 tiles, but 4 * 16 = 64 output channels, too narrow
     (8, 8, 64, False)])   # 72 tiles, but 9x9 outputs in 3x3 tiles: edge tiles mostly waste
 def test_transposed_conv_uses_winograd_at_inference_only(n, side, cout, winograd_expected):

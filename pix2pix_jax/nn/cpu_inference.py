@@ -1,6 +1,6 @@
 """The CPU forms of the U-Net's stride-2 layers split at their kernels, for inference.
 
-Where a layer runs by Winograd at inference (nn/cpu_lowering.py), the kernel transform is
+Where a layer runs by Winograd at inference (nn/stride2_winograd.py), the kernel transform is
 work on the parameters alone: nn/generate.prepare does it once per loaded model and the
 layer's `apply` reads the result (nn/conv.py, collection PREPARED).
 """
@@ -10,8 +10,7 @@ from typing import Any, Callable, NamedTuple
 import jax
 
 from pix2pix_jax.nn import cpu_lowering
-from pix2pix_jax.nn import space_to_depth as s2d
-from pix2pix_jax.nn import winograd
+from pix2pix_jax.nn import stride2_winograd
 
 
 class InferenceForm(NamedTuple):
@@ -22,25 +21,6 @@ class InferenceForm(NamedTuple):
 
   prepare: Callable[[jax.Array], jax.Array]
   apply: Callable[[jax.Array, jax.Array], jax.Array]
-
-
-def _strided_winograd_apply(x: jax.Array, u: jax.Array) -> jax.Array:
-  return s2d.strided_on_blocks(
-      x, lambda x: winograd.correlate_transformed(x, u, s2d.NO_PADDING,
-                                                  winograd.F4X4_2X2))
-
-
-def _transposed_winograd_apply(x: jax.Array, u: jax.Array) -> jax.Array:
-  y = winograd.correlate_transformed(x, u, ((1, 1), (1, 1)), winograd.F4X4_2X2)
-  return s2d.depth_to_space(y)
-
-
-def _prepare_strided(kernel: jax.Array) -> jax.Array:
-  return winograd.transform_kernel(s2d.strided_kernel(kernel), winograd.F4X4_2X2)
-
-
-def _prepare_transposed(kernel: jax.Array) -> jax.Array:
-  return winograd.transform_kernel(s2d.transposed_kernel(kernel), winograd.F4X4_2X2)
 
 
 def inference_form(kind: str, form: str, x_shape: tuple[int, ...],
@@ -54,8 +34,10 @@ def inference_form(kind: str, form: str, x_shape: tuple[int, ...],
     return None
   if (kind == "down" and not cpu_lowering.strided_uses_gemm(x_shape, cout)
       and cpu_lowering.strided_winograd_pays(x_shape, cout, dtype)):
-    return InferenceForm(_prepare_strided, _strided_winograd_apply)
+    return InferenceForm(stride2_winograd.prepare_strided,
+                         stride2_winograd.strided_apply)
   if (kind == "up" and not cpu_lowering.transposed_uses_gemm(x_shape, cout)
       and cpu_lowering.transposed_winograd_pays(x_shape, cout, dtype)):
-    return InferenceForm(_prepare_transposed, _transposed_winograd_apply)
+    return InferenceForm(stride2_winograd.prepare_transposed,
+                         stride2_winograd.transposed_apply)
   return None

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from pix2pix_jax.nn import space_to_depth as s2d
+from pix2pix_jax.nn import stride2_winograd
 from pix2pix_jax.nn import winograd
 
 PyTree = Any
@@ -120,32 +121,25 @@ def transposed_winograd_pays(x_shape: tuple[int, ...], cout: int, dtype: Any) ->
   return _winograd2x2_pays(n, h + 1, w + 1, cin, 4 * cout, dtype)
 
 
-def _forward_conv(x: jax.Array, kernel: jax.Array, stride: int, padding: Padding,
-                  winograd2x2: bool) -> jax.Array:
+def _forward_conv(x: jax.Array, kernel: jax.Array, stride: int, padding: Padding
+                  ) -> jax.Array:
   """conv_gemm_dw's function where nothing differentiates it: inference.
 
-  Stride-1 2x2 convolutions where `winograd2x2` (the transposed convolutions' own) and
-  Conv2d(4, 2, 1) as its space-to-depth 2x2 convolution run by Winograd F(4x4, 2x2) where
+  Conv2d(4, 2, 1) runs as its space-to-depth 2x2 convolution by Winograd F(4x4, 2x2) where
   that pays: 2.6x fewer multiplications. Training keeps the direct forms, whose gradients
-  are fast: conv_gemm_dw's backward pass calls the transposed form for Conv2d(4, 2, 1)'s
-  input gradient with `winograd2x2` off, so the train step is unchanged. The same function;
-  float32 rounding within 3e-5 of the largest value (tests/test_winograd.py).
+  are fast. The same function; float32 rounding within 3e-5 of the largest value
+  (tests/test_winograd.py).
   """
-  n, h, w, cin = x.shape
-  kh, kw, _, cout = kernel.shape
-  if winograd2x2 and (stride, kh, kw) == (1, 2, 2):
-    oh, ow = winograd.output_tiles(h, w, padding, kernel_size=2)[:2]
-    if _winograd2x2_pays(n, oh, ow, cin, cout, x.dtype):
-      return winograd.conv2x2(x, kernel, padding)
-  if ((stride, kh, kw, padding) == (2, 4, 4, ((1, 1), (1, 1)))
+  cout = kernel.shape[-1]
+  if ((stride, *kernel.shape[:2], padding) == (2, 4, 4, ((1, 1), (1, 1)))
       and strided_winograd_pays(x.shape, cout, x.dtype)):
-    return _strided_conv_s2d(x, kernel, winograd.conv2x2)
+    return stride2_winograd.strided_apply(x, stride2_winograd.prepare_strided(kernel))
   return _lax_conv(x, kernel, stride, padding)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
-def conv_gemm_dw(x: jax.Array, kernel: jax.Array, stride: int, padding: Padding,
-                 winograd2x2: bool = False) -> jax.Array:
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def conv_gemm_dw(x: jax.Array, kernel: jax.Array, stride: int, padding: Padding
+                 ) -> jax.Array:
   """lax's convolution, with the weight gradient as matrix products.
 
   XLA:CPU computes a convolution's weight gradient as another convolution, several times
@@ -156,16 +150,15 @@ def conv_gemm_dw(x: jax.Array, kernel: jax.Array, stride: int, padding: Padding,
   space-to-depth input. The input gradient is lax's, except for Conv2d(4, 2, 1) (below).
   Undifferentiated (inference), the convolution is `_forward_conv`'s.
   """
-  return _forward_conv(x, kernel, stride, padding, winograd2x2)
+  return _forward_conv(x, kernel, stride, padding)
 
 
-def _conv_gemm_dw_fwd(x, kernel, stride, padding, winograd2x2):
-  del winograd2x2  # Differentiated: the direct form.
+def _conv_gemm_dw_fwd(x, kernel, stride, padding):
+  # Differentiated: the direct form.
   return _lax_conv(x, kernel, stride, padding), (x, kernel)
 
 
-def _conv_gemm_dw_bwd(stride, padding, winograd2x2, residuals, g):
-  del winograd2x2
+def _conv_gemm_dw_bwd(stride, padding, residuals, g):
   x, kernel = residuals
   kh, kw, cin, cout = kernel.shape
   if (stride, kh, kw, padding) == (2, 4, 4, ((1, 1), (1, 1))):
@@ -260,20 +253,16 @@ def _strided_conv_lax_gemm_dw(x: jax.Array, kernel: jax.Array) -> jax.Array:
   return conv_gemm_dw(x, kernel, 2, ((1, 1), (1, 1)))
 
 
-def _strided_conv_s2d(x: jax.Array, kernel: jax.Array,
-                      conv2x2: Callable[..., jax.Array] | None = None) -> jax.Array:
+def _strided_conv_s2d(x: jax.Array, kernel: jax.Array) -> jax.Array:
   """Conv2d(k=4, s=2, p=1) as a stride-1 2x2 convolution of the space-to-depth input.
 
   Tap 2a + p of the 4x4 window reads block a, phase p of the padded input, so the kernel
   regrouped as (a, b, (p, q, in), out) computes the same sums. Its gradients are stride-1
   convolutions too, where lax's stride-2 form differentiates into an input-dilated
   convolution (three quarters of its multiplications by inserted zeros, off XLA:CPU's fast
-  path) and a window-dilated weight gradient. `conv2x2(x, kernel, padding)` computes the
-  2x2 convolution (lax's by default).
+  path) and a window-dilated weight gradient.
   """
   k = s2d.strided_kernel(kernel)
-  if conv2x2:
-    return s2d.strided_on_blocks(x, lambda x: conv2x2(x, k, s2d.NO_PADDING))
   return s2d.strided_on_blocks(x, lambda x: _lax_conv(x, k, 1, s2d.NO_PADDING))
 
 
@@ -327,8 +316,7 @@ def _transposed_conv_reference(x: jax.Array, kernel: jax.Array) -> jax.Array:
 
 
 def _transposed_conv_s2d(x: jax.Array, kernel: jax.Array,
-                         out_hw: tuple[int, int] | None = None, winograd2x2: bool = False
-                         ) -> jax.Array:
+                         out_hw: tuple[int, int] | None = None) -> jax.Array:
   """The same function as one stride-1 2x2 convolution to 4 * out channels, depth-to-space.
 
   Writing the output (padded by one pixel) as 2x2 blocks, block m, phase p receives
@@ -337,11 +325,22 @@ def _transposed_conv_s2d(x: jax.Array, kernel: jax.Array,
   of four small ones and no interleave of four outputs; it computes (h + 1)(w + 1) blocks for
   h * w outputs' worth, which is little waste except at the innermost levels. `out_hw`
   (at most (2h + 1, 2w + 1)) keeps one more output row/column: a stride-2 convolution's input
-  gradient for odd input sizes. The convolution's weight gradient is conv_gemm_dw's;
-  `winograd2x2` lets it run by Winograd where nothing differentiates it.
+  gradient for odd input sizes. The convolution's weight gradient is conv_gemm_dw's.
   """
-  y = conv_gemm_dw(x, s2d.transposed_kernel(kernel), 1, ((1, 1), (1, 1)), winograd2x2)
+  y = conv_gemm_dw(x, s2d.transposed_kernel(kernel), 1, ((1, 1), (1, 1)))
   return s2d.depth_to_space(y, out_hw)
+
+
+@jax.custom_vjp
+def _transposed_conv_winograd_at_inference(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """nn/stride2_winograd.py's form where nothing differentiates it; differentiated, the s2d
+  form and its fast gradients (so the train step is unchanged)."""
+  return stride2_winograd.transposed_apply(x, stride2_winograd.prepare_transposed(kernel))
+
+
+# Differentiated: the s2d form's value and vjp (a Partial: the residuals).
+_transposed_conv_winograd_at_inference.defvjp(
+    lambda x, kernel: jax.vjp(_transposed_conv_s2d, x, kernel), lambda vjp, g: vjp(g))
 
 
 def _transposed_conv_gemm(x: jax.Array, kernel: jax.Array) -> jax.Array:
@@ -376,7 +375,9 @@ def _transposed_conv_auto(x: jax.Array, kernel: jax.Array) -> jax.Array:
   benchmarks/ab_step.py)."""
   if transposed_uses_gemm(x.shape, kernel.shape[-1]):
     return _transposed_conv_gemm(x, kernel)
-  return _transposed_conv_s2d(x, kernel, winograd2x2=True)
+  if transposed_winograd_pays(x.shape, kernel.shape[-1], x.dtype):
+    return _transposed_conv_winograd_at_inference(x, kernel)
+  return _transposed_conv_s2d(x, kernel)
 
 
 def transposed_uses_gemm(x_shape: tuple[int, ...], cout: int) -> bool:

@@ -187,6 +187,21 @@ def transform_kernel(kernel: jax.Array, transform: Transform = F4X4_4X4, flipped
   return _sandwich(kernel, g, g).reshape(a * a, *kernel.shape[2:])
 
 
+def kernel_taps(u: jax.Array, transform: Transform) -> list[list[jax.Array]] | None:
+  """The r x r kernel's taps read back from its transform u = G w G^T: (in, out) each, where
+  each tap has a row of G that is a unit vector (F(4x4, 2x2)'s points 0 and infinity, so
+  u[0], u[4], u[20], u[24] are its four taps). None where some tap has none (F(4x4, 4x4))."""
+  g = transform.g
+  a, r = g.shape
+  rows = []
+  for k in range(r):
+    unit = [i for i in range(a) if g[i, k] == 1 and np.count_nonzero(g[i]) == 1]
+    if not unit:
+      return None
+    rows.append(unit[0])
+  return [[u[rows[i] * a + rows[j]] for j in range(r)] for i in range(r)]
+
+
 def correlate_transformed(x: jax.Array, u: jax.Array, padding: Padding,
                           transform: Transform = F4X4_4X4, flipped: bool = False
                           ) -> jax.Array:
