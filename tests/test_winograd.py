@@ -122,12 +122,13 @@ def test_discriminator_with_winograd_matches_direct():
 
 
 @pytest.mark.parametrize("padding", [((0, 0), (0, 0)), ((1, 1), (1, 1)), ((1, 0), (0, 1))])
-def test_conv2x2_matches_lax(padding):
+def test_f4x4_2x2_correlation_matches_lax(padding):
   """Whole and partial tiles, one-sided paddings."""
   kx, kk = jax.random.split(jax.random.key(5))
   x = jax.random.normal(kx, (2, 11, 9, 8), jnp.float32)
   k = 0.1 * jax.random.normal(kk, (2, 2, 8, 12), jnp.float32)
-  y = jax.jit(lambda x, k: winograd.conv2x2(x, k, padding))(x, k)
+  y = jax.jit(lambda x, k: winograd.correlate_transformed(
+      x, winograd.transform_kernel(k, winograd.F4X4_2X2), padding, winograd.F4X4_2X2))(x, k)
   assert_close(y, lax_conv(x, k, padding))
 
 

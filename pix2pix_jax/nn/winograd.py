@@ -7,7 +7,8 @@ multiplications per tile and channel pair where the direct convolution takes 256
 fewer), 25 where it takes 64 (2.6x fewer); the transforms are additions and scalings over
 activations. F(4x4, 4x4) is D's 4x4 stride-1 convolution with its gradients (`conv4x4`);
 F(4x4, 2x2) the stride-1 2x2 convolution that the U-Net's strided and transposed
-convolutions reduce to in space-to-depth form, at inference only (`conv2x2`). conv4x4's gradients are written out (a
+convolutions reduce to in space-to-depth form, at inference only (`transform_kernel` and
+`correlate_transformed`, called by nn/stride2_winograd.py). conv4x4's gradients are written out (a
 custom VJP) instead of differentiated through the transforms, which XLA:CPU runs slower than
 the direct convolution: the input gradient is the same Winograd correlation
 of g with the flipped kernel; the weight gradient transforms g's tiles by A, contracts them
@@ -219,14 +220,6 @@ def _correlate(x: jax.Array, kernel: jax.Array, padding: Padding, flipped: bool 
                transform: Transform = F4X4_4X4) -> jax.Array:
   return correlate_transformed(x, transform_kernel(kernel, transform, flipped), padding,
                                transform, flipped)
-
-
-def conv2x2(x: jax.Array, kernel: jax.Array, padding: Padding) -> jax.Array:
-  """lax.conv_general_dilated(x, kernel, (1, 1), padding) for a (2, 2, in, out) kernel, NHWC,
-  by F(4x4, 2x2). Differentiable by JAX through the transforms, which is correct but slower
-  than the direct convolution's gradients: nn/cpu_lowering.py calls it where nothing
-  differentiates the convolution (inference)."""
-  return _correlate(x, kernel, padding, transform=F4X4_2X2)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
